@@ -1,0 +1,125 @@
+"""The gin-configurable `Config` and the absl flags that load it."""
+
+import dataclasses
+import os
+from typing import Optional
+
+import gin
+from absl import flags
+
+from jaxnerf360.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_configs", None, "Gin config files, applied in order.")
+flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings that override the config files.")
+
+# Modules whose configurables must be registered before gin parses a file.
+_REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp")
+
+
+@gin.configurable
+@dataclasses.dataclass
+class Config:
+    """Every run-level choice: data, optimisation, losses, checkpoints and outputs."""
+
+    # --- data ---
+    dataset_loader: str = "synthetic"  # blender | llff | colmap | synthetic
+    data_dir: Optional[str] = None  # scene folder; the synthetic loader writes one if empty
+    factor: int = 1  # image downsampling factor (area filter), focal scaled to match
+    background: str = "white"  # white | black | random (random: per ray, training only)
+    forward_facing: bool = False  # LLFF: use NDC rays (kind FORWARD)
+    llff_hold: int = 8  # every llff_hold-th image is a test image (LLFF, COLMAP)
+    near: Optional[float] = None  # None: the loader's default for the scene kind
+    far: Optional[float] = None
+    # --- optimisation ---
+    batch_size: int = 16384  # rays per step over all devices and hosts
+    max_steps: int = 250000
+    lr_init: float = 2e-3
+    lr_final: float = 2e-5
+    lr_delay_steps: int = 512  # warm-up: lr scaled by lr_delay_mult rising to 1 (sine ease)
+    lr_delay_mult: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_eps: float = 1e-6
+    grad_max_norm: float = 0.001  # clip by global norm; 0 disables
+    seed: int = 0
+    # --- losses ---
+    data_loss_mult: float = 1.0
+    charb_padding: float = 0.001  # Charbonnier epsilon
+    interlevel_loss_mult: float = 1.0
+    distortion_loss_mult: float = 0.01
+    # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: int = 5000
+    checkpoint_keep: int = 3
+    print_every: int = 100
+    summary_render_every: int = 0  # render a test view to TensorBoard every N steps; 0: never
+    render_chunk_size: int = 4096  # rays per forward pass when rendering whole images
+    eval_max_images: Optional[int] = None  # evaluate only the first N test views
+    lpips_net: str = "alex"  # alex | vgg16 | none
+    render_path: str = "auto"  # auto | ellipse | spiral | interp
+    render_frames: int = 120
+    render_fps: int = 30
+    render_factor: int = 1  # render videos at 1/render_factor of the training resolution
+
+
+def _import_registering_modules() -> None:
+    import importlib
+
+    for name in _REGISTERING_MODULES:
+        importlib.import_module(name)
+
+
+def parse_gin(configs, bindings) -> None:
+    """Parses gin files and bindings, turning gin's errors into one clear line."""
+    _import_registering_modules()
+    configs = list(configs or [])
+    for path in configs:
+        if not os.path.isfile(path):
+            raise UserError(f"gin config {path!r} does not exist; see configs/ for the choices")
+        # `include 'x.gin'` inside a config resolves beside the including file.
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    try:
+        gin.parse_config_files_and_bindings(
+            configs, list(bindings or []), skip_unknown=False, finalize_config=False
+        )
+    except (ValueError, NameError, KeyError, TypeError, SyntaxError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"bad gin config or binding: {first}") from None
+
+
+def load_config(check_dirs: bool = True) -> Config:
+    """Reads --gin_configs/--gin_bindings and returns the validated Config."""
+    parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
+    config = Config()
+    validate(config, check_dirs=check_dirs)
+    return config
+
+
+def validate(config: Config, check_dirs: bool = True) -> None:
+    """Checks values that would otherwise fail late or deep inside JAX."""
+    loaders = ("blender", "llff", "colmap", "synthetic")
+    if config.dataset_loader not in loaders:
+        raise UserError(
+            f"Config.dataset_loader={config.dataset_loader!r} is unknown; choose one of {loaders}"
+        )
+    if check_dirs and not config.checkpoint_dir:
+        raise UserError("Config.checkpoint_dir is not set; add --gin_bindings=\"Config.checkpoint_dir='runs/x'\"")
+    if check_dirs and not config.data_dir:
+        raise UserError("Config.data_dir is not set; add --gin_bindings=\"Config.data_dir='path/to/scene'\"")
+    if config.background not in ("white", "black", "random"):
+        raise UserError(
+            f"Config.background={config.background!r} is unknown; use 'white', 'black' or 'random'"
+        )
+    for name in ("batch_size", "max_steps", "factor", "render_chunk_size", "checkpoint_every",
+                 "checkpoint_keep", "print_every", "render_frames", "render_factor"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise UserError(f"Config.{name}={value!r} must be a positive integer")
+    if not (config.lr_init > 0 and config.lr_final > 0):
+        raise UserError(f"Config.lr_init/lr_final must be positive, got {config.lr_init}, {config.lr_final}")
+
+
+def background_rgb(config: Config):
+    """The fixed background colour for loading and evaluation ((1,1,1) for 'random')."""
+    return (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)

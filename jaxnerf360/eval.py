@@ -1,0 +1,79 @@
+"""Evaluates a trained run on its test views: `python -m jaxnerf360.eval`.
+
+Writes `eval/<name>.png`, `eval/<name>_depth.png` and `eval/metrics.json` (means
+under `psnr`, `ssim`, `lpips` and a per-image list) under Config.checkpoint_dir.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+from absl import flags, logging
+
+from jaxnerf360 import checkpoints, cli, configs, metrics, outputs, parallel, pipeline
+from jaxnerf360.data import load_split
+from jaxnerf360.data.cameras import image_rays
+
+flags.DEFINE_string("checkpoint_dir", None,
+                    "A trained run's directory; its saved config.gin is used (no --gin_configs).")
+
+
+def load_run(check_dirs: bool = True) -> configs.Config:
+    """The Config of the run named by --checkpoint_dir, or by --gin_configs/--gin_bindings."""
+    FLAGS = flags.FLAGS
+    if FLAGS.checkpoint_dir:
+        configs._import_registering_modules()
+        checkpoints.load_run_config(FLAGS.checkpoint_dir)
+        configs.parse_gin([], FLAGS.gin_bindings)
+        config = configs.Config(checkpoint_dir=FLAGS.checkpoint_dir)
+        configs.validate(config, check_dirs=check_dirs)
+        return config
+    return configs.load_config(check_dirs=check_dirs)
+
+
+def evaluate(config: configs.Config) -> dict:
+    """Renders every test view, writes images and metrics.json; returns the metrics."""
+    mesh = parallel.make_mesh()
+    scene = load_split(config, "test")
+    model, state = pipeline.restore_trained(config, scene.kind, mesh)
+    render_fn = pipeline.make_render_fn(model, mesh, config.background)
+    lpips_fn = None if config.lpips_net == "none" else metrics.LPIPS(config.lpips_net)
+    out_dir = os.path.join(config.checkpoint_dir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    count = scene.num_images if config.eval_max_images is None else min(
+        scene.num_images, config.eval_max_images)
+    per_image = []
+    for i in range(count):
+        out = pipeline.render_rays(render_fn, state.params, image_rays(scene, i),
+                                   config.render_chunk_size, jax.device_count())
+        gt = scene.images[i]
+        result = metrics.evaluate_image(out["rgb"], gt, lpips_fn)
+        name = os.path.splitext(os.path.basename(scene.names[i]))[0]
+        result = {"name": name, **{k: float(v) for k, v in result.items()}}
+        per_image.append(result)
+        outputs.write_png(os.path.join(out_dir, f"{name}.png"), out["rgb"])
+        outputs.write_png(os.path.join(out_dir, f"{name}_depth.png"),
+                          outputs.depth_to_image(out["distance_median"], out["acc"]))
+        logging.info("eval %d/%d %s: psnr %.2f ssim %.4f lpips %s", i + 1, count, name,
+                     result["psnr"], result["ssim"], result.get("lpips"))
+    summary = {"step": int(state.step), "num_images": count}
+    for key in ("psnr", "ssim", "lpips"):
+        values = [r[key] for r in per_image if r.get(key) is not None]
+        summary[key] = float(np.mean(values)) if values else None
+    summary["per_image"] = per_image
+    if jax.process_index() == 0:
+        with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    logging.info("mean over %d test views: psnr %.3f ssim %.4f lpips %s", count,
+                 summary["psnr"], summary["ssim"], summary["lpips"])
+    return summary
+
+
+def main(_):
+    """Entry point."""
+    evaluate(load_run())
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,86 @@
+"""The mip-NeRF 360 MLPs: a density-only proposal MLP and the NeRF MLP."""
+
+from typing import Optional
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from jaxnerf360.geometry import coord
+
+
+def _encode_gaussians(means, covs, tessellation: int, min_deg: int, max_deg: int):
+    """Integrated positional encoding of Gaussians projected on a fixed basis."""
+    if covs is None:
+        return coord.pos_enc(means, min_deg, max_deg, append_identity=True)
+    if tessellation == 0:
+        mean = means
+        var = jnp.diagonal(covs, axis1=-2, axis2=-1)
+    else:
+        basis = coord.generate_basis(tessellation)
+        mean, var = coord.lift_and_diagonalize(means, covs, basis)
+    return coord.integrated_pos_enc(mean, var, min_deg, max_deg)
+
+
+def _density_activation(raw, bias: float):
+    return jax.nn.softplus(raw + bias)
+
+
+@gin.configurable
+class MLPField(nn.Module):
+    """The NeRF MLP of mip-NeRF 360: IPE -> trunk (skip) -> density, bottleneck + viewdirs -> rgb.
+
+    With `density_only=True` it is the proposal MLP (no colour branch).
+    """
+
+    net_depth: int = 8
+    net_width: int = 1024
+    skip_layer: int = 4  # the input is concatenated back before this layer
+    net_depth_viewdirs: int = 1
+    net_width_viewdirs: int = 128
+    bottleneck_width: int = 256
+    min_deg: int = 0
+    max_deg: int = 12
+    deg_view: int = 4
+    basis_tessellation: int = 2  # 0: encode along the x/y/z axes only
+    density_bias: float = -1.0
+    rgb_padding: float = 0.001
+    density_only: bool = False
+
+    @nn.compact
+    def __call__(self, means, covs, viewdirs: Optional[jnp.ndarray] = None):
+        """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]}."""
+        dense = lambda width, name=None: nn.Dense(  # noqa: E731
+            width, kernel_init=nn.initializers.he_uniform(), name=name
+        )
+        inputs = _encode_gaussians(means, covs, self.basis_tessellation, self.min_deg, self.max_deg)
+        x = inputs
+        for i in range(self.net_depth):
+            if i == self.skip_layer and i > 0:
+                x = jnp.concatenate([x, inputs], axis=-1)
+            x = nn.relu(dense(self.net_width)(x))
+        density = _density_activation(dense(1, "density")(x)[..., 0], self.density_bias)
+        out = {"density": density}
+        if self.density_only:
+            return out
+        if viewdirs is None:
+            raise ValueError("MLPField needs viewdirs unless density_only=True")
+        bottleneck = dense(self.bottleneck_width, "bottleneck")(x)
+        dir_enc = coord.pos_enc(viewdirs, 0, self.deg_view, append_identity=True)
+        dir_enc = jnp.broadcast_to(dir_enc[..., None, :], bottleneck.shape[:-1] + dir_enc.shape[-1:])
+        y = jnp.concatenate([bottleneck, dir_enc], axis=-1)
+        for _ in range(self.net_depth_viewdirs):
+            y = nn.relu(dense(self.net_width_viewdirs)(y))
+        rgb = jax.nn.sigmoid(dense(3, "rgb")(y))
+        out["rgb"] = rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding
+        return out
+
+
+@gin.configurable
+class PropMLPField(MLPField):
+    """The density-only proposal MLP (4 x 256 by default)."""
+
+    net_depth: int = 4
+    net_width: int = 256
+    density_only: bool = True

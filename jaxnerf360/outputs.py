@@ -1,0 +1,46 @@
+"""Writing what eval and render produce: images, depth maps, videos."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(image) -> np.ndarray:
+    """Float image in [0, 1] `[H, W, C]` to uint8."""
+    return (np.clip(np.nan_to_num(np.asarray(image)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(path: str, image) -> None:
+    """Writes a float `[H, W]` or `[H, W, 3]` image in [0, 1] as an 8-bit PNG."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)
+
+
+def depth_to_image(depth, acc=None, lo=None, hi=None) -> np.ndarray:
+    """Depth `[H, W]` to a grayscale image in [0, 1]: near is bright (disparity-like)."""
+    depth = np.asarray(depth, np.float64)
+    inv = 1.0 / np.maximum(depth, 1e-6)
+    lo = np.percentile(inv, 1) if lo is None else lo
+    hi = np.percentile(inv, 99) if hi is None else hi
+    out = np.clip((inv - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    if acc is not None:
+        out = out * np.clip(np.asarray(acc), 0.0, 1.0)
+    return out.astype(np.float32)
+
+
+def write_video(path: str, frames, fps: int) -> None:
+    """Writes `[T, H, W, 3]` float frames (or `[T, H, W]` gray) as an H.264 MP4."""
+    import imageio_ffmpeg
+    import mediapy
+
+    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    frames = np.asarray(frames, np.float32)
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    # H.264 wants even sizes: pad by edge replication rather than failing.
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    mediapy.write_video(path, to_uint8(frames), fps=fps)

@@ -1,0 +1,146 @@
+"""Trains a scene: `python -m jaxnerf360.train --gin_configs=configs/X.gin`."""
+
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from jaxnerf360 import checkpoints, cli, configs, optim, parallel, pipeline
+from jaxnerf360.data import load_split
+from jaxnerf360.data.batching import RayBatcher
+from jaxnerf360.data.cameras import image_rays
+
+
+class _StopFlag:
+    """Turns SIGTERM and the first Ctrl-C into a request to checkpoint and exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.requested = True
+        logging.warning("signal %d: saving a checkpoint, then exiting", signum)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _summary_writer(config):
+    if jax.process_index() != 0:
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(os.path.join(config.checkpoint_dir, "tensorboard"))
+
+
+def train(config: configs.Config) -> pipeline.TrainState:
+    """Trains (or resumes) the run that `config` describes; returns the final state."""
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(config.batch_size, jax.device_count())
+    checkpoints.check_and_save_config(config.checkpoint_dir, write=jax.process_index() == 0)
+
+    scene = load_split(config, "train")
+    test_scene = load_split(config, "test") if config.summary_render_every else None
+    logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
+                 scene.width, scene.height, scene.kind, config.data_dir)
+    batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+
+    model = pipeline.build_model(scene.kind)
+    tx = optim.make_optimizer(config)
+    state = parallel.replicate(pipeline.init_state(model, tx, config.seed), mesh)
+    mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
+    restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
+    if restored is not None:
+        state = restored
+        logging.info("resumed from step %d in %s", int(state.step), config.checkpoint_dir)
+    start = int(state.step)
+    train_step = pipeline.make_train_step(model, tx, config, mesh)
+    render_fn = pipeline.make_render_fn(model, mesh, config.background) if test_scene else None
+    key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
+    writer = _summary_writer(config)
+
+    stop = _StopFlag()
+    step = start
+    try:
+        t_last, steps_since = time.time(), 0
+        for step in range(start + 1, config.max_steps + 1):
+            batch, alpha = batcher.next_with_alpha()
+            batch = parallel.to_global(pipeline.batch_dict(batch, alpha), mesh)
+            state, stats = train_step(state, batch, key)
+            steps_since += 1
+            if step % config.print_every == 0 or step == config.max_steps:
+                stats = jax.device_get(stats)
+                now = time.time()
+                rays_per_sec = steps_since * config.batch_size / (now - t_last)
+                eta = (config.max_steps - step) * (now - t_last) / steps_since
+                logging.info(
+                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s",
+                    step, config.max_steps, stats["loss"], stats["psnr"], rays_per_sec,
+                    stats["lr"], _format_eta(eta))
+                if not np.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
+                if writer is not None:
+                    for name, value in stats.items():
+                        writer.add_scalar(f"train/{name}", float(value), step)
+                    writer.add_scalar("train/rays_per_sec", rays_per_sec, step)
+                t_last, steps_since = time.time(), 0
+            if render_fn is not None and step % config.summary_render_every == 0:
+                _summarise_test_view(writer, render_fn, state, test_scene, config, step)
+            if step % config.checkpoint_every == 0:
+                checkpoints.save(mgr, step, state)
+            if stop.requested:
+                logging.info("stopping at step %d", step)
+                break
+    except FloatingPointError:
+        raise  # a diverged state is not worth saving over the last good checkpoint
+    except BaseException:
+        if int(state.step) > start:
+            logging.warning("saving a checkpoint at step %d before exiting", int(state.step))
+            checkpoints.save(mgr, int(state.step), state)
+        raise
+    finally:
+        stop.restore()
+    checkpoints.save(mgr, int(state.step), state)
+    if writer is not None:
+        writer.close()
+    logging.info("checkpoint at step %d in %s", int(state.step), config.checkpoint_dir)
+    return state
+
+
+def _summarise_test_view(writer, render_fn, state, scene, config, step):
+    if writer is None:
+        return
+    rays = image_rays(scene, 0)
+    out = pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
+                               jax.device_count())
+    writer.add_image("test/rgb", np.clip(out["rgb"], 0, 1), step, dataformats="HWC")
+    psnr = -10 * np.log10(np.mean((out["rgb"] - scene.images[0]) ** 2))
+    writer.add_scalar("test/psnr_view0", psnr, step)
+
+
+def main(_):
+    """Entry point."""
+    config = configs.load_config()
+    train(config)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,120 @@
+"""Speed, memory and quality figures for a config: see BENCHMARKS.md.
+
+Speed (training and rendering rays/s, peak memory) on the config's own scene:
+    python scripts/benchmark.py --gin_configs=configs/quickstart.gin
+
+Quality: train with the config for its Config.max_steps on lego at factor 8 (100x100, from
+../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
+    python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
+"""
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from jaxnerf360 import configs, optim, parallel, pipeline
+from jaxnerf360.data import load_split
+from jaxnerf360.data.batching import RayBatcher
+from jaxnerf360.data.cameras import image_rays
+
+flags.DEFINE_integer("steps", 20, "Timed training steps (after 3 warm-up steps).")
+flags.DEFINE_bool("psnr", False, "Also train for Config.max_steps and report test PSNR.")
+flags.DEFINE_string("out", None, "Write the figures as JSON here too.")
+FLAGS = flags.FLAGS
+
+
+def peak_memory_mb() -> dict:
+    """Peak device memory (accelerators) and the peak resident memory of this process."""
+    out = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def speed(config) -> dict:
+    """Training and rendering throughput of the config's model on its scene."""
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    model = pipeline.build_model(scene.kind)
+    tx = optim.make_optimizer(config)
+    state = parallel.replicate(pipeline.init_state(model, tx, 0), mesh)
+    step = pipeline.make_train_step(model, tx, config, mesh)
+    batcher = RayBatcher(scene, config.batch_size, seed=0)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
+               for _ in range(4)]
+    for i in range(3):
+        state, stats = step(state, batches[i % 4], key)
+    jax.block_until_ready(stats)
+    t0 = time.perf_counter()
+    for i in range(FLAGS.steps):
+        state, stats = step(state, batches[i % 4], key)
+    jax.block_until_ready(stats)
+    train_time = time.perf_counter() - t0
+    render_fn = pipeline.make_render_fn(model, mesh, config.background)
+    rays = image_rays(scene, 0)
+    pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
+                         jax.device_count())  # compile
+    t0 = time.perf_counter()
+    pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
+                         jax.device_count())
+    render_time = time.perf_counter() - t0
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    return {
+        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        "batch_size": config.batch_size,
+        "params": int(n_params),
+        "train_steps_per_sec": FLAGS.steps / train_time,
+        "train_rays_per_sec": FLAGS.steps * config.batch_size / train_time,
+        "render_rays_per_sec": scene.height * scene.width / render_time,
+        **peak_memory_mb(),
+    }
+
+
+def quality(config) -> dict:
+    """Trains for Config.max_steps in a temporary directory and evaluates every test view."""
+    from jaxnerf360 import eval as eval_lib
+    from jaxnerf360 import train as train_lib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config.checkpoint_dir = os.path.join(tmp, "run")
+        config.lpips_net = "none"
+        t0 = time.perf_counter()
+        train_lib.train(config)
+        train_seconds = time.perf_counter() - t0
+        metrics = eval_lib.evaluate(config)
+    return {"max_steps": config.max_steps, "train_seconds": train_seconds,
+            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
+            "num_test_views": metrics["num_images"]}
+
+
+def main(argv):
+    """Entry point."""
+    del argv
+    configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
+    config = configs.Config()
+    if not config.data_dir:
+        sys.exit("error: Config.data_dir is not set")
+    result = {"configs": FLAGS.gin_configs, "bindings": FLAGS.gin_bindings}
+    result.update(speed(config))
+    if FLAGS.psnr:
+        result.update(quality(config))
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if FLAGS.out:
+        with open(FLAGS.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    app.run(main)

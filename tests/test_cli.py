@@ -1,0 +1,152 @@
+"""End-to-end: train, resume, eval and render through the command line on the synthetic scene."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.gin")
+
+
+def run_cli(module, *bindings, configs=(DEBUG,), env=None, check=True, timeout=300):
+    """Runs `python -m jaxnerf360.<module>` and returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", f"jaxnerf360.{module}"]
+    cmd += [f"--gin_configs={c}" for c in configs]
+    cmd += [f"--gin_bindings={b}" for b in bindings]
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout,
+                          cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def losses_from_log(text):
+    return [float(m) for m in re.findall(r"step \d+/\d+\s+loss ([0-9.]+)", text)]
+
+
+def paths(tmp):
+    return (f"Config.data_dir='{tmp / 'scene'}'", f"Config.checkpoint_dir='{tmp / 'run'}'")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A debug run trained for 40 steps; shared by the eval/render tests."""
+    tmp = tmp_path_factory.mktemp("trained")
+    proc = run_cli("train", *paths(tmp), "Config.max_steps=40", "Config.batch_size=256",
+                   "Config.lr_init=1e-2", "Config.lr_final=1e-3", "Config.lr_delay_steps=0")
+    return tmp, proc
+
+
+def test_training_reduces_loss(trained):
+    tmp, proc = trained
+    losses = losses_from_log(proc.stderr)
+    assert len(losses) == 8, proc.stderr[-2000:]
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    run = tmp / "run"
+    assert (run / "config.gin").exists()
+    assert (run / "checkpoints" / "40").exists()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_eval_writes_metrics_and_images(trained):
+    tmp, _ = trained
+    run_cli("eval", *paths(tmp), "Config.eval_max_images=2", "Config.lpips_net='alex'")
+    metrics = json.loads((tmp / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["step"] == 40 and metrics["num_images"] == 2
+    assert len(metrics["per_image"]) == 2
+    for key in ("psnr", "ssim", "lpips"):
+        assert np.isfinite(metrics[key])
+    pngs = sorted((tmp / "run" / "eval").glob("*.png"))
+    assert len(pngs) == 4
+    img = np.asarray(Image.open(pngs[0]))
+    assert img.shape[:2] == (64, 64)
+
+
+def test_render_writes_videos_and_frames(trained):
+    tmp, _ = trained
+    # eval/render can also find a run by its directory alone.
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxnerf360.render", f"--checkpoint_dir={tmp / 'run'}",
+         "--frames=3"], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp / "run" / "render"
+    for name in ("rgb.mp4", "depth.mp4"):
+        assert (out / name).stat().st_size > 1000
+    frames = sorted((out / "frames").glob("rgb_*.png"))
+    assert len(frames) == 3
+    assert np.asarray(Image.open(frames[0])).shape == (16, 16, 3)  # 64 / render_factor 4
+    import imageio.v3 as iio
+
+    video = iio.imread(out / "rgb.mp4")
+    assert video.shape[0] == 3 and video.shape[1:3] == (16, 16)
+
+
+def _latest_params(run_dir):
+    import orbax.checkpoint as ocp
+
+    ckpt = run_dir / "checkpoints"
+    step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+    restored = ocp.StandardCheckpointer().restore(ckpt / str(step) / "default")
+    return step, restored["params"]
+
+
+def test_sigterm_saves_and_rerun_resumes(tmp_path):
+    binds = [*paths(tmp_path), "Config.max_steps=100000", "Config.checkpoint_every=100000",
+             "Config.print_every=1"]
+    cmd = [sys.executable, "-m", "jaxnerf360.train", f"--gin_configs={DEBUG}"]
+    cmd += [f"--gin_bindings={b}" for b in binds]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    seen = []
+    deadline = time.time() + 240
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(r"step 5/100000", line) or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(seen) + rest
+    assert proc.returncode == 0, log[-3000:]
+    stopped = int(re.search(r"stopping at step (\d+)", log).group(1))
+    step, params = _latest_params(tmp_path / "run")
+    assert step == stopped >= 5
+
+    # The same command resumes from that step with the same parameters.
+    proc2 = run_cli("train", *paths(tmp_path), f"Config.max_steps={stopped + 2}",
+                    "Config.checkpoint_every=100000", "Config.print_every=1")
+    assert f"resumed from step {stopped}" in proc2.stderr
+    assert f"step {stopped + 1}/{stopped + 2}" in proc2.stderr
+    assert f"step {stopped - 1}/" not in proc2.stderr
+    step2, params2 = _latest_params(tmp_path / "run")
+    assert step2 == stopped + 2
+    import jax
+
+    # Parameters moved on from the saved ones (training continued from them, not from scratch):
+    # compare against a fresh restore of the earlier step's checkpoint file.
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params, params2))
+    assert max(diffs) > 0
+
+
+def test_resume_restores_exact_parameters(tmp_path):
+    """Train 6 steps; rerun to 6 steps again: nothing trains and the checkpoint is unchanged."""
+    run_cli("train", *paths(tmp_path), "Config.max_steps=6")
+    step, params = _latest_params(tmp_path / "run")
+    proc = run_cli("train", *paths(tmp_path), "Config.max_steps=6")
+    assert "resumed from step 6" in proc.stderr
+    step2, params2 = _latest_params(tmp_path / "run")
+    assert step == step2 == 6
+    import jax
+
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                     jax.tree.leaves(params2), strict=True))
