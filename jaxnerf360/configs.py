@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-from typing import Optional
 
 import gin
 from absl import flags
@@ -24,13 +23,13 @@ class Config:
 
     # --- data ---
     dataset_loader: str = "synthetic"  # blender | llff | colmap | synthetic
-    data_dir: Optional[str] = None  # scene folder; the synthetic loader writes one if empty
+    data_dir: str | None = None  # scene folder; the synthetic loader writes one if empty
     factor: int = 1  # image downsampling factor (area filter), focal scaled to match
     background: str = "white"  # white | black | random (random: per ray, training only)
     forward_facing: bool = False  # LLFF: use NDC rays (kind FORWARD)
     llff_hold: int = 8  # every llff_hold-th image is a test image (LLFF, COLMAP)
-    near: Optional[float] = None  # None: the loader's default for the scene kind
-    far: Optional[float] = None
+    near: float | None = None  # None: the loader's default for the scene kind
+    far: float | None = None
     # --- optimisation ---
     batch_size: int = 16384  # rays per step over all devices and hosts
     max_steps: int = 250000
@@ -49,13 +48,13 @@ class Config:
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.01
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
-    checkpoint_dir: Optional[str] = None
+    checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
     checkpoint_keep: int = 3
     print_every: int = 100
     summary_render_every: int = 0  # render a test view to TensorBoard every N steps; 0: never
     render_chunk_size: int = 4096  # rays per forward pass when rendering whole images
-    eval_max_images: Optional[int] = None  # evaluate only the first N test views
+    eval_max_images: int | None = None  # evaluate only the first N test views
     lpips_net: str = "alex"  # alex | vgg16 | none
     render_path: str = "auto"  # auto | ellipse | spiral | interp
     render_frames: int = 120
@@ -104,9 +103,11 @@ def validate(config: Config, check_dirs: bool = True) -> None:
             f"Config.dataset_loader={config.dataset_loader!r} is unknown; choose one of {loaders}"
         )
     if check_dirs and not config.checkpoint_dir:
-        raise UserError("Config.checkpoint_dir is not set; add --gin_bindings=\"Config.checkpoint_dir='runs/x'\"")
+        raise UserError("Config.checkpoint_dir is not set; add "
+                        "--gin_bindings=\"Config.checkpoint_dir='runs/x'\"")
     if check_dirs and not config.data_dir:
-        raise UserError("Config.data_dir is not set; add --gin_bindings=\"Config.data_dir='path/to/scene'\"")
+        raise UserError("Config.data_dir is not set; add "
+                        "--gin_bindings=\"Config.data_dir='path/to/scene'\"")
     if config.background not in ("white", "black", "random"):
         raise UserError(
             f"Config.background={config.background!r} is unknown; use 'white', 'black' or 'random'"
@@ -117,7 +118,8 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         if not isinstance(value, int) or value <= 0:
             raise UserError(f"Config.{name}={value!r} must be a positive integer")
     if not (config.lr_init > 0 and config.lr_final > 0):
-        raise UserError(f"Config.lr_init/lr_final must be positive, got {config.lr_init}, {config.lr_final}")
+        raise UserError(f"Config.lr_init/lr_final must be positive, got {config.lr_init}, "
+                        f"{config.lr_final}")
 
 
 def background_rgb(config: Config):

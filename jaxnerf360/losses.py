@@ -21,7 +21,8 @@ def interlevel(final_sdist, final_weights, prop_levels):
     w = jax.lax.stop_gradient(final_weights)
     total = 0.0
     for level in prop_levels:
-        total += jnp.mean(jnp.sum(stepfun.lossfun_outer(s, w, level["sdist"], level["weights"]), -1))
+        per_interval = stepfun.lossfun_outer(s, w, level["sdist"], level["weights"])
+        total += jnp.mean(jnp.sum(per_interval, -1))
     return total
 
 

@@ -35,10 +35,15 @@ def psnr_to_mse(value):
 
 
 def _check_pair(img0, img1, min_size, what):
-    """Checks two images `[H, W, C]` have the same shape and are at least `min_size`."""
+    """Checks two images `[H, W, C]` have the same shape and are at least `min_size`.
+
+    `min_size` None only checks that the shapes match (any rank).
+    """
     shape0, shape1 = np.shape(img0), np.shape(img1)
     if shape0 != shape1:
         raise UserError(f"{what}: images have different shapes {shape0} and {shape1}")
+    if min_size is None:
+        return
     if len(shape0) != 3:
         raise UserError(f"{what}: expected images shaped [H, W, C], got {shape0}")
     if min(shape0[:2]) < min_size:
@@ -49,8 +54,8 @@ def _check_pair(img0, img1, min_size, what):
 
 
 def psnr_between(img0, img1) -> float:
-    """PSNR in dB between two images of the same shape with values in [0, 1]."""
-    _check_pair(img0, img1, 1, "PSNR")
+    """PSNR in dB between two images (or batches) of the same shape with values in [0, 1]."""
+    _check_pair(img0, img1, None, "PSNR")
     diff = np.asarray(img0, np.float64) - np.asarray(img1, np.float64)
     with np.errstate(divide="ignore"):
         return float(mse_to_psnr(np.mean(diff**2)))

@@ -1,6 +1,6 @@
 """The model: sampler + field + volume renderer."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import gin

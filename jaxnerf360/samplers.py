@@ -5,7 +5,7 @@ histograms in normalised ray distance s, each level resampling the previous
 level's annealed, dilated histogram; the final level's intervals go to the field.
 """
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import gin

@@ -60,8 +60,6 @@ def train(config: configs.Config) -> pipeline.TrainState:
     test_scene = load_split(config, "test") if config.summary_render_every else None
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
-    batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
-                         process_index=jax.process_index(), process_count=jax.process_count())
 
     model = pipeline.build_model(scene.kind)
     tx = optim.make_optimizer(config)
@@ -72,6 +70,9 @@ def train(config: configs.Config) -> pipeline.TrainState:
         state = restored
         logging.info("resumed from step %d in %s", int(state.step), config.checkpoint_dir)
     start = int(state.step)
+    batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
+                         process_index=jax.process_index(), process_count=jax.process_count(),
+                         start_step=start)
     train_step = pipeline.make_train_step(model, tx, config, mesh)
     render_fn = pipeline.make_render_fn(model, mesh, config.background) if test_scene else None
     key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)

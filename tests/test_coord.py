@@ -203,12 +203,14 @@ def test_ray_warps_round_trip_and_monotone(fn_name):
         assert np.all(np.diff(s, axis=-1) > 0)
         np.testing.assert_allclose(np.asarray(s_to_t(jnp.asarray(s))), t, rtol=1e-12)
         s_grid = np.linspace(0.0, 1.0, 17)
-        np.testing.assert_allclose(np.asarray(t_to_s(s_to_t(s_grid))), s_grid + 0 * near,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(t_to_s(s_to_t(s_grid))), s_grid + 0 * near, atol=1e-12
+        )
     # Python floats work as well.
     t_to_s, s_to_t = coord.construct_ray_warps(fn_name, 1.0, 4.0)
-    np.testing.assert_allclose(float(t_to_s(2.0)), {"reciprocal": 2 / 3, "linear": 1 / 3,
-                                                    "log": 0.5}[fn_name], rtol=1e-6)
+    np.testing.assert_allclose(
+        float(t_to_s(2.0)), {"reciprocal": 2 / 3, "linear": 1 / 3, "log": 0.5}[fn_name], rtol=1e-6
+    )
 
 
 def test_ray_warps_reject_bad_input():

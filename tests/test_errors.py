@@ -1,11 +1,12 @@
 """Bad input through the command line: one clear line on stderr, exit status 2, no traceback."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli_env import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.gin")
@@ -15,7 +16,7 @@ def fails_cleanly(*bindings, module="train", configs=(DEBUG,), env=None, extra=(
     cmd = [sys.executable, "-m", f"jaxnerf360.{module}", *[f"--gin_configs={c}" for c in configs]]
     cmd += [f"--gin_bindings={b}" for b in bindings] + list(extra)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+                          env=cli_env(**(env or {})))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -40,8 +41,8 @@ def test_unknown_gin_config_file(tmp_path):
 
 
 def test_batch_not_divisible_by_devices(tmp_path):
-    line = fails_cleanly(f"Config.data_dir='{tmp_path}/scene'", f"Config.checkpoint_dir='{tmp_path}/run'",
-                         "Config.batch_size=130",
+    line = fails_cleanly(f"Config.data_dir='{tmp_path}/scene'",
+                         f"Config.checkpoint_dir='{tmp_path}/run'", "Config.batch_size=130",
                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert "130" in line and "4" in line
 
@@ -49,9 +50,10 @@ def test_batch_not_divisible_by_devices(tmp_path):
 def test_checkpoint_dir_from_a_different_config(tmp_path):
     common = (f"Config.data_dir='{tmp_path}/scene'", f"Config.checkpoint_dir='{tmp_path}/run'")
     proc = subprocess.run([sys.executable, "-m", "jaxnerf360.train", f"--gin_configs={DEBUG}",
-                           *[f"--gin_bindings={b}" for b in common], "--gin_bindings=Config.max_steps=2"],
+                           *[f"--gin_bindings={b}" for b in common],
+                           "--gin_bindings=Config.max_steps=2"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                          env=cli_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = fails_cleanly(*common, "MLPField.net_width=48")
     assert "different config" in line and "net_width" in line

@@ -1,12 +1,13 @@
 """One device and four simulated devices give the same loss and update on the same batch."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.cli_env import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,7 @@ print(json.dumps({"devices": jax.device_count(), "losses": losses, "leaf": leaf}
 
 
 def run(devices, scene_dir):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = cli_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "configs" / "debug.gin"),
                            str(scene_dir)], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)

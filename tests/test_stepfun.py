@@ -115,8 +115,9 @@ def test_outer_measure_bounds_histograms_of_the_same_function():
     # A coarse histogram that under-counts somewhere is penalised there.
     w_bad = w_coarse.copy()
     w_bad[:, 4] *= 0.1
-    assert np.all(np.sum(np.asarray(stepfun.lossfun_outer(t_fine, w_fine, t_coarse, w_bad)),
-                         -1) > 0)
+    assert np.all(
+        np.sum(np.asarray(stepfun.lossfun_outer(t_fine, w_fine, t_coarse, w_bad)), -1) > 0
+    )
 
 
 def test_pdf_weight_round_trip():
@@ -198,8 +199,9 @@ def test_invert_cdf_returns_quantiles():
     out = np.asarray(stepfun.invert_cdf(np.linspace(0, 1, 9)[None].repeat(2, 0), t, logits))
     assert np.all(np.isfinite(out))
     assert not np.any((out[0] > 1.0) & (out[0] < 3.0))
-    np.testing.assert_allclose(out[1], np.interp(np.linspace(0, 1, 9), [0, 1 / 3, 2 / 3, 1],
-                                                  t[0]), atol=1e-6)
+    np.testing.assert_allclose(
+        out[1], np.interp(np.linspace(0, 1, 9), [0, 1 / 3, 2 / 3, 1], t[0]), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("single_jitter", [False, True])
@@ -230,8 +232,11 @@ def test_sample_matches_pdf(single_jitter):
     if single_jitter:
         # One offset per ray: the quantiles are evenly spaced, so in a single bin the
         # samples are too.
-        s_uniform = np.asarray(stepfun.sample(jax.random.PRNGKey(1), t_b[:4, [0, -1]],
-                                              np.zeros((4, 1)), 8, single_jitter=True))
+        s_uniform = np.asarray(
+            stepfun.sample(
+                jax.random.PRNGKey(1), t_b[:4, [0, -1]], np.zeros((4, 1)), 8, single_jitter=True
+            )
+        )
         np.testing.assert_allclose(np.diff(s_uniform, axis=-1), (t[-1] - t[0]) / 8, rtol=1e-4)
 
 
@@ -262,11 +267,13 @@ def test_sample_intervals():
     np.testing.assert_allclose(flat, [[0.0, 0.25, 0.5, 0.75, 1.0]], atol=1e-6)
     # Unclipped, the outer endpoints extend half a spacing beyond the outermost samples.
     wide = np.asarray(stepfun.sample_intervals(jax.random.PRNGKey(4), t, logits, 16))
-    centres = np.asarray(stepfun.sample(jax.random.PRNGKey(4), t, logits, 16,
-                                        deterministic_center=True))
+    centres = np.asarray(
+        stepfun.sample(jax.random.PRNGKey(4), t, logits, 16, deterministic_center=True)
+    )
     np.testing.assert_allclose(wide[:, 1:-1], 0.5 * (centres[:, 1:] + centres[:, :-1]), atol=1e-6)
-    np.testing.assert_allclose(wide[:, 0], centres[:, 0] - 0.5 * (centres[:, 1] - centres[:, 0]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        wide[:, 0], centres[:, 0] - 0.5 * (centres[:, 1] - centres[:, 0]), atol=1e-6
+    )
     with pytest.raises(UserError, match="num_samples"):
         stepfun.sample_intervals(None, t, logits, 1)
 
@@ -295,8 +302,10 @@ def test_distortion_matches_double_integral():
     np.testing.assert_allclose(loss[1], (t[1, 3] - t[1, 2]) / 3, rtol=1e-12)
     # The O(n) sum equals the O(n^2) closed form term by term, in float32 too.
     m = 0.5 * (t[:, 1:] + t[:, :-1])
-    closed = np.sum(w[:, :, None] * w[:, None, :] * np.abs(m[:, :, None] - m[:, None, :]),
-                    axis=(-1, -2)) + np.sum(w**2 * np.diff(t), -1) / 3
+    closed = (
+        np.sum(w[:, :, None] * w[:, None, :] * np.abs(m[:, :, None] - m[:, None, :]), axis=(-1, -2))
+        + np.sum(w**2 * np.diff(t), -1) / 3
+    )
     f32 = stepfun.lossfun_distortion(t.astype(np.float32), w.astype(np.float32))
     np.testing.assert_allclose(np.asarray(f32), closed, rtol=1e-5)
 
@@ -306,8 +315,9 @@ def test_distortion_gradients():
     t, w = _random_steps(rng, 2, 5)
     with jax.enable_x64(True):
         fn = lambda tt, ww: jnp.sum(stepfun.lossfun_distortion(tt, ww))
-        g_t, g_w = (np.asarray(g) for g in jax.grad(fn, argnums=(0, 1))(jnp.asarray(t),
-                                                                         jnp.asarray(w)))
+        g_t, g_w = (
+            np.asarray(g) for g in jax.grad(fn, argnums=(0, 1))(jnp.asarray(t), jnp.asarray(w))
+        )
         h = 1e-6
         for arr, grad in ((t, g_t), (w, g_w)):
             for idx in np.ndindex(arr.shape):

@@ -21,9 +21,10 @@ def check_batch_divisible(global_batch_size: int, num_devices: int) -> None:
 class RayBatcher:
     """Iterator of `Batch`es of `global_batch_size // process_count` random rays.
 
-    Pixels are drawn with replacement, uniformly over all pixels of all images, by a
-    numpy Generator seeded with `(seed, process_index)`: each process draws its own
-    slice of the global batch from its own stream.
+    Pixels are drawn with replacement, uniformly over all pixels of all images. Batch k is
+    drawn by a numpy Generator seeded with `(seed, process_index, k)`: each process draws
+    its own slice of the global batch, and a run resumed at step k (`start_step=k`) sees
+    exactly the batches an uninterrupted run would have seen.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class RayBatcher:
         seed: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        start_step: int = 0,
     ):
         if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
             raise UserError(f"Config.batch_size={global_batch_size!r} must be a positive integer")
@@ -49,7 +51,8 @@ class RayBatcher:
             raise UserError("the training split has no images; check the data directory")
         self.scene = scene
         self.local_batch_size = global_batch_size // process_count
-        self._rng = np.random.default_rng([seed, process_index])
+        self._seed = (seed, process_index)
+        self.step = start_step
         self._num_pixels = scene.num_images * scene.height * scene.width
         # Flat views let one integer index array gather everything without copies.
         self._flat_rgb = scene.images.reshape(-1, scene.images.shape[-1])
@@ -65,7 +68,9 @@ class RayBatcher:
 
     def next_with_alpha(self):
         """The next random batch and its alpha `[local_batch, 1]` (None without alphas)."""
-        flat = self._rng.integers(0, self._num_pixels, size=self.local_batch_size)
+        rng = np.random.default_rng([*self._seed, self.step])
+        self.step += 1
+        flat = rng.integers(0, self._num_pixels, size=self.local_batch_size)
         pixels_per_image = self.scene.height * self.scene.width
         indices, pixel = np.divmod(flat, pixels_per_image)
         rows, cols = np.divmod(pixel, self.scene.width)

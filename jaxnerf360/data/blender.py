@@ -143,20 +143,17 @@ def load(
         loaded, meta["frames"], paths, wheres, strict=True
     ):
         want_w, want_h = frame.get("w", meta.get("w")), frame.get("h", meta.get("h"))
-        if (
-            want_w is not None
-            and want_h is not None
-            and (int(want_w), int(want_h))
-            != (
-                width,
-                height,
-            )
-        ):
-            raise UserError(
-                f"{path}: image is {width}x{height} but its camera expects "
-                f"{int(want_w)}x{int(want_h)}; use the original images and set Config.factor "
-                "to downsample"
-            )
+        if want_w is not None and want_h is not None:
+            try:
+                want_w, want_h = int(want_w), int(want_h)
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: 'w' and 'h' must be integers") from None
+            if (want_w, want_h) != (width, height):
+                raise UserError(
+                    f"{path}: image is {width}x{height} but its camera expects "
+                    f"{want_w}x{want_h}; use the original images and set Config.factor "
+                    "to downsample"
+                )
         if full_size is None:
             full_size = (width, height)
         elif (width, height) != full_size:

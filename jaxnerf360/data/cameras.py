@@ -11,6 +11,7 @@ Every function takes `xnp` (numpy or jax.numpy) so the same code runs on the hos
 and under jit.
 """
 
+import jax
 import numpy as np
 
 from jaxnerf360.data.scene import Rays, Scene
@@ -41,8 +42,8 @@ def undistort_points(x, y, distortion, xnp=np, iters=10):
     """
     k1, k2, p1, p2 = (distortion[..., i] for i in range(4))
     xd, yd = x, y
-    xu, yu = x, y
-    for _ in range(iters):
+
+    def newton_step(xu, yu):
         r2 = xu * xu + yu * yu
         radial = 1.0 + r2 * (k1 + k2 * r2)
         # d(radial)/dx = 2x (k1 + 2 k2 r2), likewise for y.
@@ -59,9 +60,18 @@ def undistort_points(x, y, distortion, xnp=np, iters=10):
         safe_det = xnp.where(ok, det, 1.0)
         step_x = xnp.where(ok, (fx * fy_y - fy * fx_y) / safe_det, 0.0)
         step_y = xnp.where(ok, (fy * fx_x - fx * fy_x) / safe_det, 0.0)
-        xu = xu - step_x
-        yu = yu - step_y
-    return xu, yu
+        return xu - step_x, yu - step_y
+
+    if xnp is np:
+        xu, yu = x, y
+        for _ in range(iters):
+            xu, yu = newton_step(xu, yu)
+        return xu, yu
+    # Unrolled under jit, XLA's fusion duplicates the shared subexpressions of every
+    # step and compile time explodes (minutes and GBs at 7 steps), so loop instead.
+    dtype = xnp.result_type(x, y, distortion)
+    x, y = (v.astype(dtype) for v in xnp.broadcast_arrays(x, y, k1)[:2])
+    return jax.lax.fori_loop(0, iters, lambda _, c: newton_step(*c), (x, y))
 
 
 def _camera_dirs(cols, rows, intrinsics, distortion, xnp, undistort):
@@ -131,8 +141,9 @@ def pixels_to_rays(
 
     if ndc is None:
         dx = xnp.linalg.norm(dirs[1] - dirs[0], axis=-1)
-        near = xnp.broadcast_to(xnp.asarray(near, dtype=xnp.float32), shape)
-        far = xnp.broadcast_to(xnp.asarray(far, dtype=xnp.float32), shape)
+        # Multiplying by ones (not broadcast_to) gives real, writable, contiguous arrays.
+        near = xnp.asarray(near, dtype=xnp.float32) * xnp.ones(shape, dtype=xnp.float32)
+        far = xnp.asarray(far, dtype=xnp.float32) * xnp.ones(shape, dtype=xnp.float32)
     else:
         origins_ndc, directions_ndc = _to_ndc(origins, directions, ndc, xnp)
         neighbour_ndc, _ = _to_ndc(origins, dirs[1], ndc, xnp)
@@ -144,7 +155,7 @@ def pixels_to_rays(
         near = xnp.zeros(shape, dtype=xnp.float32)
         far = xnp.ones(shape, dtype=xnp.float32)
 
-    cam_idx = xnp.broadcast_to(xnp.asarray(cam_idx, dtype=xnp.int32), shape)
+    cam_idx = xnp.asarray(cam_idx, dtype=xnp.int32) * xnp.ones(shape, dtype=xnp.int32)
     return Rays(
         origins=origins.astype(xnp.float32),
         directions=directions.astype(xnp.float32),

@@ -110,7 +110,9 @@ def load(
 
     # Check every camera before the (slow) image decoding so that bad models fail fast.
     cameras = [rec.cameras[im.camera_id] for im in registered]
-    params = [camera_parameters(camera, im.name) for camera, im in zip(cameras, registered)]
+    params = [
+        camera_parameters(camera, im.name) for camera, im in zip(cameras, registered, strict=True)
+    ]
     # Plain Python values, so the image-reading threads never touch pycolmap objects.
     camera_sizes = [(int(camera.width), int(camera.height)) for camera in cameras]
     poses = opencv_w2c_to_opengl_c2w(np.stack([cam_from_world(im) for im in registered]))

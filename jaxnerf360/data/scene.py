@@ -1,7 +1,6 @@
 """The host-side scene (posed images) and the ray pytree every stage shares."""
 
 import dataclasses
-from typing import Optional
 
 import flax
 import numpy as np
@@ -59,8 +58,8 @@ class Scene:
     # and render map paths back and forth. Identity when nothing was applied.
     transform: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4, dtype=np.float32))
     # Forward-facing scenes: focal length and size used by the NDC warp (None otherwise).
-    ndc: Optional[dict] = None
-    alphas: Optional[np.ndarray] = None  # [N, H, W] in [0, 1] when the source has alpha
+    ndc: dict | None = None
+    alphas: np.ndarray | None = None  # [N, H, W] in [0, 1] when the source has alpha
 
     @property
     def num_images(self) -> int:

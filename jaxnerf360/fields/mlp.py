@@ -1,6 +1,5 @@
 """The mip-NeRF 360 MLPs: a density-only proposal MLP and the NeRF MLP."""
 
-from typing import Optional
 
 import flax.linen as nn
 import gin
@@ -49,7 +48,7 @@ class MLPField(nn.Module):
     density_only: bool = False
 
     @nn.compact
-    def __call__(self, means, covs, viewdirs: Optional[jnp.ndarray] = None):
+    def __call__(self, means, covs, viewdirs: jnp.ndarray | None = None):
         """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]}."""
         dense = lambda width, name=None: nn.Dense(  # noqa: E731
             width, kernel_init=nn.initializers.he_uniform(), name=name
@@ -68,7 +67,8 @@ class MLPField(nn.Module):
             raise ValueError("MLPField needs viewdirs unless density_only=True")
         bottleneck = dense(self.bottleneck_width, "bottleneck")(x)
         dir_enc = coord.pos_enc(viewdirs, 0, self.deg_view, append_identity=True)
-        dir_enc = jnp.broadcast_to(dir_enc[..., None, :], bottleneck.shape[:-1] + dir_enc.shape[-1:])
+        dir_enc = jnp.broadcast_to(dir_enc[..., None, :],
+                                   bottleneck.shape[:-1] + dir_enc.shape[-1:])
         y = jnp.concatenate([bottleneck, dir_enc], axis=-1)
         for _ in range(self.net_depth_viewdirs):
             y = nn.relu(dense(self.net_width_viewdirs)(y))
