@@ -4,8 +4,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnerf360.errors import UserError
-
 DATA_AXIS = "data"
 
 
@@ -22,15 +20,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def data_sharded(mesh: Mesh) -> NamedSharding:
     """Sharding that splits the leading (ray) axis over the devices."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def check_divisible(batch_size: int, num_devices: int, what: str = "Config.batch_size") -> None:
-    """Raises a clear error when a batch cannot be split evenly over the devices."""
-    if batch_size % num_devices:
-        raise UserError(
-            f"{what}={batch_size} is not divisible by the {num_devices} devices; "
-            f"use a multiple of {num_devices}"
-        )
 
 
 def to_global(tree, mesh: Mesh):

@@ -14,24 +14,9 @@ from absl import flags, logging
 from jaxnerf360 import camera_paths, cli, outputs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import camera_rays
-from jaxnerf360.data.scene import FORWARD
-from jaxnerf360.errors import UserError
 from jaxnerf360.eval import load_run
 
 flags.DEFINE_integer("frames", None, "Override Config.render_frames.")
-
-
-def make_path(scene, kind: str, n_frames: int) -> np.ndarray:
-    """Camera-to-world poses `[n_frames, 3, 4]` of the chosen path around the training cameras."""
-    if kind == "auto":
-        kind = "spiral" if scene.kind == FORWARD else "ellipse"
-    if kind == "ellipse":
-        return camera_paths.ellipse_path(scene.camtoworlds, n_frames)
-    if kind == "spiral":
-        return camera_paths.spiral_path(scene.camtoworlds, n_frames)
-    if kind == "interp":
-        return camera_paths.interpolate_path(scene.camtoworlds, n_frames)
-    raise UserError(f"Config.render_path={kind!r} is unknown; use auto, ellipse, spiral or interp")
 
 
 def render_path(config, n_frames=None) -> str:
@@ -41,7 +26,7 @@ def render_path(config, n_frames=None) -> str:
     scene = load_split(config, "train")
     model, state = pipeline.restore_trained(config, scene.kind, mesh)
     render_fn = pipeline.make_render_fn(model, mesh, config.background)
-    poses = make_path(scene, config.render_path, n_frames)
+    poses = camera_paths.make_path(config.render_path, scene.camtoworlds, n_frames, scene.kind)
     f = config.render_factor
     width, height = scene.width // f, scene.height // f
     intrinsics = scene.intrinsics[0] / np.array([f, f, f, f], np.float32)

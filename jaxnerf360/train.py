@@ -10,7 +10,7 @@ from absl import logging
 
 from jaxnerf360 import checkpoints, cli, configs, optim, parallel, pipeline
 from jaxnerf360.data import load_split
-from jaxnerf360.data.batching import RayBatcher
+from jaxnerf360.data.batching import RayBatcher, check_batch_divisible
 from jaxnerf360.data.cameras import image_rays
 
 
@@ -53,7 +53,7 @@ def _summary_writer(config):
 def train(config: configs.Config) -> pipeline.TrainState:
     """Trains (or resumes) the run that `config` describes; returns the final state."""
     mesh = parallel.make_mesh()
-    parallel.check_divisible(config.batch_size, jax.device_count())
+    check_batch_divisible(config.batch_size, jax.device_count())
     checkpoints.check_and_save_config(config.checkpoint_dir, write=jax.process_index() == 0)
 
     scene = load_split(config, "train")

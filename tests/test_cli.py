@@ -40,21 +40,23 @@ def paths(tmp):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A debug run trained for 40 steps; shared by the eval/render tests."""
+    """A debug run trained for 100 steps; shared by the eval/render tests."""
     tmp = tmp_path_factory.mktemp("trained")
-    proc = run_cli("train", *paths(tmp), "Config.max_steps=40", "Config.batch_size=256",
-                   "Config.lr_init=1e-2", "Config.lr_final=1e-3", "Config.lr_delay_steps=0")
+    proc = run_cli("train", *paths(tmp), "Config.max_steps=100", "Config.batch_size=256",
+                   "Config.lr_init=1e-2", "Config.lr_final=1e-3", "Config.lr_delay_steps=0",
+                   "Config.print_every=1")
     return tmp, proc
 
 
 def test_training_reduces_loss(trained):
     tmp, proc = trained
     losses = losses_from_log(proc.stderr)
-    assert len(losses) == 8, proc.stderr[-2000:]
-    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    assert len(losses) == 100, proc.stderr[-2000:]
+    # Single-batch losses are noisy: compare the means of the first and last 10 steps.
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
     run = tmp / "run"
     assert (run / "config.gin").exists()
-    assert (run / "checkpoints" / "40").exists()
+    assert (run / "checkpoints" / "100").exists()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -62,7 +64,7 @@ def test_eval_writes_metrics_and_images(trained):
     tmp, _ = trained
     run_cli("eval", *paths(tmp), "Config.eval_max_images=2", "Config.lpips_net='alex'")
     metrics = json.loads((tmp / "run" / "eval" / "metrics.json").read_text())
-    assert metrics["step"] == 40 and metrics["num_images"] == 2
+    assert metrics["step"] == 100 and metrics["num_images"] == 2
     assert len(metrics["per_image"]) == 2
     for key in ("psnr", "ssim", "lpips"):
         assert np.isfinite(metrics[key])
