@@ -43,6 +43,10 @@ class Config:
     grad_max_norm: float = 0.001  # clip by global norm; 0 disables
     seed: int = 0
     # --- losses ---
+    # charbonnier (mip-NeRF 360, real scenes) | mse. Use mse on object scenes with a plain
+    # background: the L1-like Charbonnier loss pulls every ray to the background colour
+    # early on, and the field collapses to empty space (as multinerf's Blender configs do).
+    data_loss_type: str = "charbonnier"
     data_loss_mult: float = 1.0
     charb_padding: float = 0.001  # Charbonnier epsilon
     interlevel_loss_mult: float = 1.0
@@ -112,6 +116,9 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         raise UserError(
             f"Config.background={config.background!r} is unknown; use 'white', 'black' or 'random'"
         )
+    if config.data_loss_type not in ("charbonnier", "mse"):
+        raise UserError(f"Config.data_loss_type={config.data_loss_type!r} is unknown; "
+                        "use 'charbonnier' or 'mse'")
     for name in ("batch_size", "max_steps", "factor", "render_chunk_size", "checkpoint_every",
                  "checkpoint_keep", "print_every", "render_frames", "render_factor"):
         value = getattr(config, name)

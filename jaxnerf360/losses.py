@@ -11,6 +11,13 @@ def charbonnier(pred, target, eps: float):
     return jnp.mean(jnp.sqrt(jnp.square(pred - target) + eps**2))
 
 
+def data_loss(pred, target, kind: str, eps: float):
+    """The data term: 'charbonnier' or 'mse' between `[..., 3]` colours."""
+    if kind == "mse":
+        return jnp.mean(jnp.square(pred - target))
+    return charbonnier(pred, target, eps)
+
+
 def interlevel(final_sdist, final_weights, prop_levels):
     """mip-NeRF 360 proposal loss, summed over levels; the NeRF histogram is a constant.
 

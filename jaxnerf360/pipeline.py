@@ -52,7 +52,7 @@ def compute_losses(params, model, config, batch, rng, train_frac):
     fixed = jnp.asarray(0.0 if config.background == "black" else 1.0)
     target = batch["rgb"] + (1.0 - batch["alpha"]) * (bg - fixed)
     out = model.apply({"params": params}, key_render, rays, train_frac, bg)
-    data = losses.charbonnier(out["rgb"], target, config.charb_padding)
+    data = losses.data_loss(out["rgb"], target, config.data_loss_type, config.charb_padding)
     interlevel = losses.interlevel(out["sdist"], out["weights"], out["prop_levels"])
     distortion = losses.distortion(out["sdist"], out["weights"])
     total = (config.data_loss_mult * data + config.interlevel_loss_mult * interlevel

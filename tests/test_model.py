@@ -105,3 +105,12 @@ def test_learning_rate_schedule():
     np.testing.assert_allclose(lr(50), 1e-3, rtol=1e-4)  # geometric mean at the midpoint
     np.testing.assert_allclose(lr(100), 1e-4, rtol=1e-5)
     assert lr(5) < lr(10)
+
+
+def test_data_loss_kinds():
+    a = jnp.array([[0.2, 0.5, 0.9]])
+    b = jnp.array([[0.1, 0.5, 0.0]])
+    np.testing.assert_allclose(losses.data_loss(a, b, "mse", 1e-3), np.mean((a - b) ** 2),
+                               rtol=1e-6)
+    np.testing.assert_allclose(losses.data_loss(a, b, "charbonnier", 1e-3),
+                               losses.charbonnier(a, b, 1e-3), rtol=1e-6)

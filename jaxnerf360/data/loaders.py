@@ -35,7 +35,7 @@ def load_scene(
     """Loads one split of a scene in OpenGL convention; see the module docstring for near/far."""
     check(
         loader in LOADERS,
-        f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)} (Config.loader)",
+        f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)} (Config.dataset_loader)",
     )
     check(
         data_dir is not None and str(data_dir) != "",
