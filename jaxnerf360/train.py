@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import checkpoints, cli, configs, optim, parallel, pipeline
+from jaxnerf360 import checkpoints, cli, configs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher, check_batch_divisible
 from jaxnerf360.data.cameras import image_rays
@@ -61,9 +61,7 @@ def train(config: configs.Config) -> pipeline.TrainState:
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
 
-    model = pipeline.build_model(scene.kind)
-    tx = optim.make_optimizer(config)
-    state = parallel.replicate(pipeline.init_state(model, tx, config.seed), mesh)
+    model, _, state, train_step = pipeline.setup(config, scene.kind, mesh)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
     if restored is not None:
@@ -73,7 +71,6 @@ def train(config: configs.Config) -> pipeline.TrainState:
     batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
                          process_index=jax.process_index(), process_count=jax.process_count(),
                          start_step=start)
-    train_step = pipeline.make_train_step(model, tx, config, mesh)
     render_fn = pipeline.make_render_fn(model, mesh, config.background) if test_scene else None
     key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
     writer = _summary_writer(config)

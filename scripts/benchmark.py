@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import configs, optim, parallel, pipeline
+from jaxnerf360 import configs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.data.cameras import image_rays
@@ -43,10 +43,7 @@ def speed(config) -> dict:
     """Training and rendering throughput of the config's model on its scene."""
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    model = pipeline.build_model(scene.kind)
-    tx = optim.make_optimizer(config)
-    state = parallel.replicate(pipeline.init_state(model, tx, 0), mesh)
-    step = pipeline.make_train_step(model, tx, config, mesh)
+    model, _, state, step = pipeline.setup(config, scene.kind, mesh)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)

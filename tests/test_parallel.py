@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from jaxnerf360 import configs, optim, parallel, pipeline
+from jaxnerf360 import configs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 
@@ -23,10 +23,7 @@ configs.parse_gin([sys.argv[1]], [f"Config.data_dir='{sys.argv[2]}'", "Config.ba
 config = configs.Config()
 scene = load_split(config, "train")
 mesh = parallel.make_mesh()
-model = pipeline.build_model(scene.kind)
-tx = optim.make_optimizer(config)
-state = parallel.replicate(pipeline.init_state(model, tx, 0), mesh)
-step = pipeline.make_train_step(model, tx, config, mesh)
+_, _, state, step = pipeline.setup(config, scene.kind, mesh)
 batch, alpha = RayBatcher(scene, 64, seed=3).next_with_alpha()
 batch = parallel.to_global(pipeline.batch_dict(batch, alpha), mesh)
 key = parallel.replicate(jax.random.PRNGKey(7), mesh)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, optim, parallel, pipeline
+from jaxnerf360 import configs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.data.scene import FORWARD, UNBOUNDED
@@ -40,10 +40,7 @@ def train_steps(config_file, data_dir, extra, steps=30):
     config = configs.Config()
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    model = pipeline.build_model(scene.kind)
-    tx = optim.make_optimizer(config)
-    state = parallel.replicate(pipeline.init_state(model, tx, 0), mesh)
-    step = pipeline.make_train_step(model, tx, config, mesh)
+    _, _, state, step = pipeline.setup(config, scene.kind, mesh)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batch = parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
