@@ -13,7 +13,8 @@ flags.DEFINE_multi_string("gin_configs", None, "Gin config files, applied in ord
 flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings that override the config files.")
 
 # Modules whose configurables must be registered before gin parses a file.
-_REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp")
+_REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp",
+                        "jaxnerf360.fields.tensorf")
 
 
 @gin.configurable
