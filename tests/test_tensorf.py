@@ -107,3 +107,38 @@ def test_vm_field_trains_with_the_proposal_sampler(synthetic_dir):
     gin.clear_config()
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_resampling_preserves_the_field_at_new_grid_points():
+    from jaxnerf360.fields.tensorf import resample_factors
+
+    kw = dict(density_ranks=(2, 2, 3), appearance_ranks=(2, 2, 2), box_min=(-1, -1, -1),
+              box_max=(1, 1, 1), density_activation="relu", density_scale=1.0)
+    small = TensoRFField(resolution=(5, 6, 7), **kw)
+    big_res = (9, 11, 13)  # 2n - 1: the old grid points are among the new ones
+    big = TensoRFField(resolution=big_res, **kw)
+    pts = jnp.zeros((1, 1, 3))
+    params = small.init(jax.random.PRNGKey(3), pts, None)["params"]
+    resampled = resample_factors(params, big_res)
+    assert resampled["density_plane_0"].shape == (2, 9, 11)
+    assert resampled["density_line_1"].shape == (2, 11)
+    axes = [np.linspace(-1, 1, n) for n in big_res]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(1, -1, 3)
+    rng = np.random.default_rng(0)
+    grid = jnp.asarray(grid[:, rng.choice(grid.shape[1], 300, replace=False)], jnp.float32)
+    before = small.apply({"params": params}, grid, None)["density"]
+    after = big.apply({"params": resampled}, grid, None)["density"]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_settings_fail_at_construction():
+    import pytest
+
+    from jaxnerf360.errors import UserError
+
+    with pytest.raises(UserError, match="density_ranks"):
+        TensoRFField(density_ranks=(16, 16))
+    with pytest.raises(UserError, match="non-positive size"):
+        TensoRFField(box_min=(0, 0, 0), box_max=(1, 0, 1))
+    with pytest.raises(UserError, match="resolution"):
+        TensoRFField(resolution=(1, 8, 8))

@@ -24,6 +24,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from jaxnerf360.errors import UserError
 from jaxnerf360.geometry import coord
 
 # (plane axes, line axis) for each of the three modes.
@@ -91,6 +92,25 @@ class TensoRFField(nn.Module):
     density_scale: float = 25.0  # TensoRF's distance_scale, folded into the density
     init_scale: float = 0.1
 
+    def __post_init__(self):
+        for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
+            value = getattr(self, name)
+            if len(value) != 3:
+                raise UserError(f"TensoRFField.{name}={tuple(value)} needs 3 entries, one per "
+                                "(plane, line) pair / axis")
+        for name in ("density_ranks", "appearance_ranks"):
+            if any(int(r) < 1 for r in getattr(self, name)):
+                raise UserError(f"TensoRFField.{name}={tuple(getattr(self, name))} must be "
+                                "positive")
+        if any(int(n) < 2 for n in self.resolution):
+            raise UserError(f"TensoRFField.resolution={tuple(self.resolution)} needs at least 2 "
+                            "grid points per axis")
+        size = [hi - lo for lo, hi in zip(self.box_min, self.box_max, strict=True)]
+        if any(s <= 0 for s in size):
+            raise UserError(f"TensoRFField box {tuple(self.box_min)} to {tuple(self.box_max)} "
+                            "has a non-positive size; box_max must exceed box_min on every axis")
+        super().__post_init__()
+
     def _factors(self, name, ranks):
         init = nn.initializers.normal(self.init_scale)
         planes, lines = [], []
@@ -133,3 +153,31 @@ class TensoRFField(nn.Module):
         x = nn.relu(nn.Dense(self.mlp_width)(x))
         out["rgb"] = jax.nn.sigmoid(nn.Dense(3)(x)).reshape(batch + (3,))
         return out
+
+
+def _resample_axis(x, axis: int, n_new: int):
+    """Linear resampling of `x` along `axis` to `n_new` corner-aligned grid points."""
+    n_old = x.shape[axis]
+    u = jnp.linspace(0.0, n_old - 1, n_new)
+    moved = jnp.moveaxis(x, axis, 0)
+    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n_old - 2, 0))
+    i1 = jnp.minimum(i0 + 1, n_old - 1)
+    f = (u - i0).reshape((-1,) + (1,) * (moved.ndim - 1))
+    return jnp.moveaxis(moved[i0] * (1 - f) + moved[i1] * f, 0, axis)
+
+
+def resample_factors(params, resolution: Sequence[int]):
+    """Returns `params` with every VM plane and line resampled to `resolution` (x, y, z).
+
+    New grid points take the old field's interpolated values, so the field is unchanged at
+    the new grid points (TensoRF's upsampling step). Other parameters pass through.
+    """
+    out = dict(params)
+    for name, value in params.items():
+        for m, ((a, b), c) in enumerate(MODES):
+            if name.endswith(f"_plane_{m}"):
+                value = _resample_axis(_resample_axis(value, 1, resolution[a]), 2, resolution[b])
+            elif name.endswith(f"_line_{m}"):
+                value = _resample_axis(value, 1, resolution[c])
+        out[name] = value
+    return out
