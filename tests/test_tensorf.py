@@ -142,3 +142,24 @@ def test_bad_settings_fail_at_construction():
         TensoRFField(box_min=(0, 0, 0), box_max=(1, 0, 1))
     with pytest.raises(UserError, match="resolution"):
         TensoRFField(resolution=(1, 8, 8))
+
+
+def test_regularisers_against_numpy():
+    from jaxnerf360.fields.tensorf import l1_density, tv_planes
+
+    rng = np.random.default_rng(2)
+    params = {}
+    for m, (na, nb, nc) in enumerate([(4, 5, 6), (4, 6, 5), (5, 6, 4)]):
+        params[f"density_plane_{m}"] = rng.normal(size=(2, na, nb))
+        params[f"density_line_{m}"] = rng.normal(size=(2, nc))
+    want_l1 = sum(np.abs(params[f"density_plane_{m}"]).mean()
+                  + np.abs(params[f"density_line_{m}"]).mean() for m in range(3))
+    want_tv = 0.0
+    for m in range(3):
+        p = params[f"density_plane_{m}"]
+        want_tv += np.mean([(p[r, i + 1, j] - p[r, i, j]) ** 2 for r in range(2)
+                            for i in range(p.shape[1] - 1) for j in range(p.shape[2])])
+        want_tv += np.mean([(p[r, i, j + 1] - p[r, i, j]) ** 2 for r in range(2)
+                            for i in range(p.shape[1]) for j in range(p.shape[2] - 1)])
+    np.testing.assert_allclose(l1_density(params), want_l1, rtol=1e-6)
+    np.testing.assert_allclose(tv_planes(params), want_tv, rtol=1e-6)

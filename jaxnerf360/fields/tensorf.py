@@ -181,3 +181,22 @@ def resample_factors(params, resolution: Sequence[int]):
                 value = _resample_axis(value, 1, resolution[c])
         out[name] = value
     return out
+
+
+def l1_density(params):
+    """Mean absolute value of the density planes and lines (TensoRF's L1 regulariser)."""
+    total = 0.0
+    for m in range(3):
+        total += jnp.mean(jnp.abs(params[f"density_plane_{m}"]))
+        total += jnp.mean(jnp.abs(params[f"density_line_{m}"]))
+    return total
+
+
+def tv_planes(params, prefix: str = "density"):
+    """Total variation of the `prefix` planes: mean squared neighbour differences on both axes."""
+    total = 0.0
+    for m in range(3):
+        plane = params[f"{prefix}_plane_{m}"]
+        total += jnp.mean(jnp.square(jnp.diff(plane, axis=1)))
+        total += jnp.mean(jnp.square(jnp.diff(plane, axis=2)))
+    return total
