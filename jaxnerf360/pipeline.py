@@ -120,13 +120,12 @@ def render_rays(render_fn, params, rays: Rays, chunk: int, num_devices: int) -> 
             for k in pieces[0]}
 
 
-
 def setup(config, scene_kind: str, mesh):
-    """Model, optimiser, fresh replicated state and the jitted train step for `config`."""
+    """Model, fresh replicated state and the jitted train step for `config`."""
     model = build_model(scene_kind)
     tx = optim.make_optimizer(config)
     state = parallel.replicate(init_state(model, tx, config.seed), mesh)
-    return model, tx, state, make_train_step(model, tx, config, mesh)
+    return model, state, make_train_step(model, tx, config, mesh)
 
 
 def restore_trained(config, scene_kind: str, mesh):
@@ -134,7 +133,7 @@ def restore_trained(config, scene_kind: str, mesh):
     from jaxnerf360 import checkpoints
     from jaxnerf360.errors import UserError
 
-    model, _, state, _ = setup(config, scene_kind, mesh)
+    model, state, _ = setup(config, scene_kind, mesh)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
     if restored is None:

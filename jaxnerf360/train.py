@@ -61,7 +61,7 @@ def train(config: configs.Config) -> pipeline.TrainState:
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
 
-    model, _, state, train_step = pipeline.setup(config, scene.kind, mesh)
+    model, state, train_step = pipeline.setup(config, scene.kind, mesh)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
     if restored is not None:

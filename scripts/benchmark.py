@@ -43,7 +43,7 @@ def speed(config) -> dict:
     """Training and rendering throughput of the config's model on its scene."""
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    model, _, state, step = pipeline.setup(config, scene.kind, mesh)
+    model, state, step = pipeline.setup(config, scene.kind, mesh)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)

@@ -23,7 +23,7 @@ configs.parse_gin([sys.argv[1]], [f"Config.data_dir='{sys.argv[2]}'", "Config.ba
 config = configs.Config()
 scene = load_split(config, "train")
 mesh = parallel.make_mesh()
-_, _, state, step = pipeline.setup(config, scene.kind, mesh)
+_, state, step = pipeline.setup(config, scene.kind, mesh)
 batch, alpha = RayBatcher(scene, 64, seed=3).next_with_alpha()
 batch = parallel.to_global(pipeline.batch_dict(batch, alpha), mesh)
 key = parallel.replicate(jax.random.PRNGKey(7), mesh)

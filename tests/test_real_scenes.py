@@ -40,7 +40,7 @@ def train_steps(config_file, data_dir, extra, steps=30):
     config = configs.Config()
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    _, _, state, step = pipeline.setup(config, scene.kind, mesh)
+    _, state, step = pipeline.setup(config, scene.kind, mesh)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batch = parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)

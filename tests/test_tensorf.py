@@ -95,7 +95,7 @@ def test_vm_field_trains_with_the_proposal_sampler(synthetic_dir):
     config = configs.Config()
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    _, _, state, step = pipeline.setup(config, scene.kind, mesh)
+    _, state, step = pipeline.setup(config, scene.kind, mesh)
     assert "density_plane_0" in state.params["field"]
     batch = parallel.to_global(
         pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)

@@ -36,14 +36,19 @@ def grid_coords(x, lo, hi, n: int):
     return jnp.clip((x - lo) / (hi - lo) * (n - 1), 0.0, n - 1)
 
 
+def _lerp(x, u, axis: int):
+    """Linear interpolation of `x` along `axis` at grid coordinates `u [P]` in [0, n-1]."""
+    n = x.shape[axis]
+    moved = jnp.moveaxis(x, axis, 0)
+    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n - 2, 0))
+    i1 = jnp.minimum(i0 + 1, n - 1)
+    f = (u - i0).reshape((-1,) + (1,) * (moved.ndim - 1))
+    return jnp.moveaxis(moved[i0] * (1 - f) + moved[i1] * f, 0, axis)
+
+
 def interp_line(line, u):
     """Linear interpolation of `line [R, N]` at grid coordinates `u [P]`: `[P, R]`."""
-    n = line.shape[-1]
-    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n - 2, 0))
-    f = (u - i0)[:, None]
-    v0 = line[:, i0].T
-    v1 = line[:, jnp.minimum(i0 + 1, n - 1)].T
-    return v0 * (1 - f) + v1 * f
+    return _lerp(line, u, 1).T
 
 
 def interp_plane(plane, u, v):
@@ -157,13 +162,7 @@ class TensoRFField(nn.Module):
 
 def _resample_axis(x, axis: int, n_new: int):
     """Linear resampling of `x` along `axis` to `n_new` corner-aligned grid points."""
-    n_old = x.shape[axis]
-    u = jnp.linspace(0.0, n_old - 1, n_new)
-    moved = jnp.moveaxis(x, axis, 0)
-    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n_old - 2, 0))
-    i1 = jnp.minimum(i0 + 1, n_old - 1)
-    f = (u - i0).reshape((-1,) + (1,) * (moved.ndim - 1))
-    return jnp.moveaxis(moved[i0] * (1 - f) + moved[i1] * f, 0, axis)
+    return _lerp(x, jnp.linspace(0.0, x.shape[axis] - 1, n_new), axis)
 
 
 def resample_factors(params, resolution: Sequence[int]):
