@@ -41,6 +41,8 @@ class Config:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
     adam_eps: float = 1e-6
+    grid_lr_init: float = 0.02  # grid factors (TensoRF planes and lines) have their own rate
+    grid_lr_final: float = 0.002
     grad_max_norm: float = 0.001  # clip by global norm; 0 disables
     seed: int = 0
     # --- losses ---
@@ -52,6 +54,14 @@ class Config:
     charb_padding: float = 0.001  # Charbonnier epsilon
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.01
+    # Grid regularisers (fields with VM factors only). TensoRF's L1 weight drops from
+    # l1_density_mult to l1_density_mult_rest at l1_density_switch_step (its first
+    # alpha-mask update); TV weights decay with the grid learning rate, as in TensoRF.
+    l1_density_mult: float = 0.0
+    l1_density_mult_rest: float | None = None  # None: no switch
+    l1_density_switch_step: int = 0
+    tv_density_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_density
+    tv_appearance_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_app
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
@@ -125,9 +135,13 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UserError(f"Config.{name}={value!r} must be a positive integer")
-    if not (config.lr_init > 0 and config.lr_final > 0):
-        raise UserError(f"Config.lr_init/lr_final must be positive, got {config.lr_init}, "
-                        f"{config.lr_final}")
+    for a, b in (("lr_init", "lr_final"), ("grid_lr_init", "grid_lr_final")):
+        if not (getattr(config, a) > 0 and getattr(config, b) > 0):
+            raise UserError(f"Config.{a}/{b} must be positive, got {getattr(config, a)}, "
+                            f"{getattr(config, b)}")
+    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult"):
+        if getattr(config, name) < 0:
+            raise UserError(f"Config.{name}={getattr(config, name)} must be non-negative")
 
 
 def background_rgb(config: Config):

@@ -37,7 +37,7 @@ def evaluate(config: configs.Config) -> dict:
     mesh = parallel.make_mesh()
     scene = load_split(config, "test")
     model, state = pipeline.restore_trained(config, scene.kind, mesh)
-    render_fn = pipeline.make_render_fn(model, mesh, config.background)
+    renderer = pipeline.Renderer(model, mesh, config.background)
     lpips_fn = None if config.lpips_net == "none" else metrics.LPIPS(config.lpips_net)
     out_dir = os.path.join(config.checkpoint_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -45,7 +45,7 @@ def evaluate(config: configs.Config) -> dict:
         scene.num_images, config.eval_max_images)
     per_image = []
     for i in range(count):
-        out = pipeline.render_rays(render_fn, state.params, image_rays(scene, i),
+        out = renderer(state, image_rays(scene, i),
                                    config.render_chunk_size, jax.device_count())
         gt = scene.images[i]
         result = metrics.evaluate_image(out["rgb"], gt, lpips_fn)

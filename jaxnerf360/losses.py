@@ -36,3 +36,27 @@ def interlevel(final_sdist, final_weights, prop_levels):
 def distortion(sdist, weights):
     """Mean mip-NeRF 360 distortion loss of the final histogram in s-space."""
     return jnp.mean(stepfun.lossfun_distortion(sdist, weights))
+
+
+def grid_regularizers(field_params, config, step, grid_lr_ratio):
+    """TensoRF's weighted L1 (density factors) and TV (planes) terms: (total, {name: value}).
+
+    The L1 weight switches to `l1_density_mult_rest` at `l1_density_switch_step`; the TV
+    weights are scaled by `grid_lr_ratio` (the grid learning rate over its initial value).
+    """
+    from jaxnerf360.fields import tensorf
+
+    parts, total = {}, 0.0
+    if config.l1_density_mult > 0 or config.l1_density_mult_rest:
+        weight = config.l1_density_mult
+        if config.l1_density_mult_rest is not None:
+            weight = jnp.where(step >= config.l1_density_switch_step,
+                               config.l1_density_mult_rest, weight)
+        parts["l1_density"] = tensorf.l1_density(field_params)
+        total += weight * parts["l1_density"]
+    for prefix, mult in (("density", config.tv_density_mult),
+                         ("appearance", config.tv_appearance_mult)):
+        if mult > 0:
+            parts[f"tv_{prefix}"] = tensorf.tv_planes(field_params, prefix)
+            total += mult * grid_lr_ratio * parts[f"tv_{prefix}"]
+    return total, parts

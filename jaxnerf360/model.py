@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxnerf360.data.scene import BOUNDED
 from jaxnerf360.fields.mlp import MLPField
 from jaxnerf360.geometry import render
+from jaxnerf360.occupancy import compact, occupancy_step_size, scatter
 from jaxnerf360.samplers import ProposalSampler, field_warp, rays_to_gaussians
 
 
@@ -22,18 +23,28 @@ class Model(nn.Module):
     opaque_background: bool = False
 
     @nn.compact
-    def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False):
+    def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False,
+                 occupancy=None, capacity: int | None = None):
         """Renders `rays` ([...] leading shape) on background `bg_rgbs [..., 3]`.
 
-        Returns a dict: `rgb [..., 3]`, `acc [...]`, `sdist`/`weights` of the final level,
-        `prop_levels` (for the interlevel loss) and, with compute_extras, `distance_mean`
-        and `distance_median` `[...]`.
+        `occupancy` is an occupancy sampler's grid; with it, the field is evaluated only at
+        occupied samples, gathered into a buffer of static size `capacity` (None: evaluate
+        every sample). Returns a dict: `rgb [..., 3]`, `acc [...]`, `sdist`/`weights` of the
+        final level, `prop_levels` (for the interlevel loss), `overflow` (occupied samples
+        that did not fit the buffer) and, with compute_extras, `distance_mean` and
+        `distance_median` `[...]`.
         """
         warp = field_warp(self.scene_kind)
         sampler = self.sampler(name="sampler")
-        sdist, tdist, prop_levels = sampler(rng, rays, warp, train_frac)
+        field = self.field(name="field")
+        sdist, tdist, prop_levels, mask = sampler(
+            rng, rays, warp, train_frac, occupancy=occupancy,
+            step_size=self._step_size(sampler, field), scene_kind=self.scene_kind)
         means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
-        out = self.field(name="field")(means, covs, rays.viewdirs)
+        if mask is None:
+            out, overflow = field(means, covs, rays.viewdirs), jnp.zeros((), jnp.int32)
+        else:
+            out, overflow = _masked_field(field, means, covs, rays.viewdirs, mask, capacity)
         weights = render.compute_alpha_weights(
             out["density"], tdist, rays.directions, opaque_background=self.opaque_background
         )[0]
@@ -41,8 +52,50 @@ class Model(nn.Module):
             out["rgb"], weights, tdist, bg_rgbs, rays.far, compute_extras=compute_extras
         )
         rendered = {k: v for k, v in rendered.items() if k != "weights"}
-        rendered.update(sdist=sdist, weights=weights, prop_levels=prop_levels)
+        rendered.update(sdist=sdist, weights=weights, prop_levels=prop_levels,
+                        overflow=overflow)
         return rendered
+
+    def _step_size(self, sampler, field):
+        return self.step_size_for(sampler, field, self.variables.get("params", {}).get("field"))
+
+    @staticmethod
+    def step_size_for(sampler, field, field_params):
+        """A grid sampler's step: `step_ratio` of the field grid's current voxel, else None.
+
+        The resolution is read off the parameters' shapes (static under jit), so it follows
+        the upsampling schedule; fields without a grid leave the step to the sampler.
+        """
+        if not hasattr(sampler, "step_ratio") or not hasattr(field, "resolution"):
+            return None
+        from jaxnerf360.fields.tensorf import grid_resolution
+
+        params = field_params or {}
+        res = grid_resolution(params) if "density_line_0" in params else field.resolution
+        return occupancy_step_size(sampler.box_min, sampler.box_max, res, sampler.step_ratio)
+
+
+def _masked_field(field, means, covs, viewdirs, mask, capacity):
+    """The field at samples where `mask [..., n]` holds (zero density elsewhere).
+
+    With a `capacity` below the sample count, occupied samples are gathered into a buffer of
+    that static size, so the field runs on `capacity` points only; the rest are dropped and
+    counted in the returned overflow.
+    """
+    shape = mask.shape
+    total = mask.size
+    if capacity is None or capacity >= total:
+        out = field(means, covs, viewdirs)
+        density = jnp.where(mask, out["density"], 0.0)
+        return {"density": density, "rgb": out["rgb"]}, jnp.zeros((), jnp.int32)
+    idx, valid, overflow = compact(mask.reshape(-1), capacity)
+    n = shape[-1]
+    flat_covs = covs.reshape((-1,) + covs.shape[-2:])
+    sub = field(means.reshape(-1, 3)[idx][:, None], flat_covs[idx][:, None],
+                viewdirs.reshape(-1, 3)[idx // n])
+    density = scatter(sub["density"][:, 0], idx, valid, total).reshape(shape)
+    rgb = scatter(sub["rgb"][:, 0], idx, valid, total).reshape(shape + (3,))
+    return {"density": density, "rgb": rgb}, overflow
 
 
 def background_colors(kind: str, shape, rng=None):

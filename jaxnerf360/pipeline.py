@@ -11,6 +11,7 @@ import optax
 from jaxnerf360 import losses, metrics, optim, parallel
 from jaxnerf360.data.scene import Rays
 from jaxnerf360.model import Model, background_colors
+from jaxnerf360.samplers import field_warp
 
 
 @flax.struct.dataclass
@@ -20,6 +21,7 @@ class TrainState:
     step: jnp.ndarray
     params: Any
     opt_state: Any
+    occupancy: Any = None  # bool [X, Y, Z] grid of an occupancy sampler; None otherwise
 
 
 def _dummy_rays(n: int = 4) -> Rays:
@@ -34,15 +36,49 @@ def build_model(scene_kind: str) -> Model:
     return Model(scene_kind=scene_kind)
 
 
+def uses_occupancy(model: Model) -> bool:
+    """Whether the model's sampler keeps an occupancy grid (TensoRF's alpha mask)."""
+    return hasattr(model.sampler, "update_steps") or hasattr(model.sampler(), "update_steps")
+
+
 def init_state(model: Model, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """Fresh parameters and optimiser state (identical on every process for one seed)."""
+    """Fresh parameters and optimiser state (identical on every process for one seed).
+
+    An occupancy grid starts all occupied: nothing is skipped until the first update.
+    """
     rays = _dummy_rays()
     params = model.init(jax.random.PRNGKey(seed), jax.random.PRNGKey(1), rays, 0.0,
                         jnp.ones((4, 3)))["params"]
-    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+    occ = None
+    if uses_occupancy(model):
+        res = model.sampler().grid_resolution
+        res = (res,) * 3 if isinstance(res, int) else tuple(res)
+        occ = jnp.ones(res, bool)
+    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                      occupancy=occ)
 
 
-def compute_losses(params, model, config, batch, rng, train_frac):
+def resize_grids(state: TrainState, resolution) -> TrainState:
+    """The state with the field's VM factors, and their optimiser moments, resampled.
+
+    TensoRF's upsampling as a pure function: factors are linearly resampled to `resolution`
+    (x, y, z) and so are Adam's first and second moments for them, so optimisation goes on
+    smoothly; every other leaf (networks, step counts) is unchanged.
+    """
+    from jaxnerf360.fields.tensorf import resample_factor
+
+    def resize(path, leaf):
+        keys = [getattr(k, "key", None) for k in path]
+        if "field" not in keys or not optim.is_grid_param(path):
+            return leaf
+        return resample_factor(str(keys[-1]), leaf, resolution)
+
+    return state.replace(params=jax.tree_util.tree_map_with_path(resize, state.params),
+                         opt_state=jax.tree_util.tree_map_with_path(resize, state.opt_state))
+
+
+def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupancy=None,
+                   capacity=None):
     """Total loss and its parts for one batch (a dict with rays, rgb, alpha)."""
     rays = batch["rays"]
     key_render, key_bg = jax.random.split(rng)
@@ -51,30 +87,40 @@ def compute_losses(params, model, config, batch, rng, train_frac):
     # onto this step's background where alpha says the background shows through.
     fixed = jnp.asarray(0.0 if config.background == "black" else 1.0)
     target = batch["rgb"] + (1.0 - batch["alpha"]) * (bg - fixed)
-    out = model.apply({"params": params}, key_render, rays, train_frac, bg)
+    out = model.apply({"params": params}, key_render, rays, train_frac, bg,
+                      occupancy=occupancy, capacity=capacity)
     data = losses.data_loss(out["rgb"], target, config.data_loss_type, config.charb_padding)
     interlevel = losses.interlevel(out["sdist"], out["weights"], out["prop_levels"])
     distortion = losses.distortion(out["sdist"], out["weights"])
     total = (config.data_loss_mult * data + config.interlevel_loss_mult * interlevel
              + config.distortion_loss_mult * distortion)
+    grid_reg, reg_parts = losses.grid_regularizers(
+        params.get("field", {}), config, step,
+        optim.grid_schedule_from_config(config)(step) / config.grid_lr_init)
+    total = total + grid_reg
     mse = jnp.mean(jnp.square(out["rgb"] - target))
     return total, {"loss": total, "data": data, "interlevel": interlevel,
-                   "distortion": distortion, "psnr": metrics.mse_to_psnr(mse)}
+                   "distortion": distortion, "psnr": metrics.mse_to_psnr(mse),
+                   "overflow": out["overflow"], **reg_parts}
 
 
-def make_train_step(model, tx, config, mesh):
-    """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`."""
+def make_train_step(model, tx, config, mesh, capacity: int | None = None):
+    """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
+
+    `capacity` is the static size of the occupied-sample buffer (occupancy sampler only).
+    """
     schedule = optim.schedule_from_config(config)
 
     def train_step(state, batch, key):
         rng = jax.random.fold_in(key, state.step)
         train_frac = jnp.clip(state.step / config.max_steps, 0.0, 1.0)
         grad_fn = jax.value_and_grad(compute_losses, has_aux=True)
-        (_, stats), grads = grad_fn(state.params, model, config, batch, rng, train_frac)
+        (_, stats), grads = grad_fn(state.params, model, config, batch, rng, train_frac,
+                                    state.step, state.occupancy, capacity)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stats["lr"] = schedule(state.step)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), stats
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
     repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
@@ -89,43 +135,136 @@ def batch_dict(batch, alpha) -> dict:
     return {"rays": batch.rays, "rgb": rgb, "alpha": np.asarray(alpha, np.float32)}
 
 
-def make_render_fn(model, mesh, background: str):
-    """A jit-compiled `render(params, rays) -> dict` for evaluation (deterministic)."""
-    repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+class Renderer:
+    """Deterministic whole-image rendering in fixed-size chunks (bounded memory).
 
-    def render(params, rays):
-        bg = background_colors("black" if background == "black" else "white",
-                               rays.origins.shape[:-1])
-        out = model.apply({"params": params}, None, rays, 1.0, bg, compute_extras=True)
-        return {k: out[k] for k in ("rgb", "acc", "distance_mean", "distance_median")}
+    With an occupancy sampler, a cheap first pass counts the occupied samples of every
+    chunk, and the field then runs on a buffer sized for the fullest chunk (rounded up to
+    1/16 of all samples, so only a few sizes are ever compiled).
+    """
 
-    return jax.jit(render, in_shardings=(repl, data), out_shardings=data)
+    def __init__(self, model, mesh, background: str):
+        self.model = model
+        self.occupancy = uses_occupancy(model)
+        repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+        bg_kind = "black" if background == "black" else "white"
+
+        def render(state, rays, capacity):
+            bg = background_colors(bg_kind, rays.origins.shape[:-1])
+            out = model.apply({"params": state.params}, None, rays, 1.0, bg, compute_extras=True,
+                              occupancy=state.occupancy, capacity=capacity)
+            return {k: out[k] for k in ("rgb", "acc", "distance_mean", "distance_median")}
+
+        self._render = jax.jit(render, in_shardings=(repl, data), out_shardings=data,
+                               static_argnums=(2,))
+        self._count = jax.jit(lambda state, rays: occupied_samples(model, state, rays),
+                              in_shardings=(repl, data), out_shardings=repl)
+
+    def __call__(self, state, rays: Rays, chunk: int, num_devices: int) -> dict:
+        """Renders rays of any leading shape on host: a dict of numpy arrays."""
+        shape = rays.origins.shape[:-1]
+        flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[len(shape):]), rays)
+        n = flat.origins.shape[0]
+        chunk = max(num_devices, chunk - chunk % num_devices)
+        parts = []
+        for start in range(0, n, chunk):
+            part = jax.tree.map(lambda x, s=start: x[s:s + chunk], flat)
+            pad = chunk - part.origins.shape[0]
+            if pad:
+                part = jax.tree.map(lambda x, p=pad: np.concatenate([x, np.repeat(x[-1:], p, 0)]),
+                                    part)
+            parts.append((part, pad))
+        capacity = None
+        if self.occupancy:
+            counts = [jax.device_get(self._count(state, part)) for part, _ in parts]
+            capacity = round_capacity(max(int(c[0]) for c in counts), int(counts[0][1]))
+        pieces = []
+        for part, pad in parts:
+            out = jax.device_get(self._render(state, part, capacity))
+            pieces.append({k: v[:chunk - pad] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in pieces]).reshape(shape + pieces[0][k].shape[1:])
+                for k in pieces[0]}
 
 
-def render_rays(render_fn, params, rays: Rays, chunk: int, num_devices: int) -> dict:
-    """Renders rays of any leading shape in fixed-size chunks (bounded memory), on host."""
-    shape = rays.origins.shape[:-1]
-    flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[len(shape):]), rays)
-    n = flat.origins.shape[0]
-    chunk = max(num_devices, chunk - chunk % num_devices)
-    pieces = []
-    for start in range(0, n, chunk):
-        part = jax.tree.map(lambda x, s=start: x[s:s + chunk], flat)
-        pad = chunk - part.origins.shape[0]
-        if pad:
-            part = jax.tree.map(lambda x, p=pad: np.concatenate([x, np.repeat(x[-1:], p, 0)]), part)
-        out = jax.device_get(render_fn(params, part))
-        pieces.append({k: v[:chunk - pad] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in pieces]).reshape(shape + pieces[0][k].shape[1:])
-            for k in pieces[0]}
+def occupancy_mask(model, state, rays):
+    """`[..., n]` bool: the deterministic samples of `rays` that the occupancy grid keeps."""
+    sampler = model.sampler()
+    step = Model.step_size_for(sampler, model.field(), state.params.get("field"))
+    *_, mask = sampler.apply({}, None, rays, field_warp(model.scene_kind), 1.0,
+                             occupancy=state.occupancy, step_size=step,
+                             scene_kind=model.scene_kind)
+    return mask
+
+
+def occupied_samples(model, state, rays):
+    """(occupied samples, all samples) of `rays` under the model's occupancy sampler."""
+    mask = occupancy_mask(model, state, rays)
+    return jnp.sum(mask), jnp.asarray(mask.size)
+
+
+def ray_hits(model, state, rays):
+    """`[...]` bool: whether each ray has an occupied sample (TensoRF's ray filtering)."""
+    return jnp.any(occupancy_mask(model, state, rays), -1)
+
+
+def round_capacity(needed: int, total: int) -> int | None:
+    """A buffer size >= needed, rounded up to 1/16 of `total` (None: no smaller than total)."""
+    quantum = max(1, -(-total // 16))
+    capacity = max(quantum, -(-needed // quantum) * quantum)
+    return None if capacity >= total else capacity
 
 
 def setup(config, scene_kind: str, mesh):
     """Model, fresh replicated state and the jitted train step for `config`."""
     model = build_model(scene_kind)
     tx = optim.make_optimizer(config)
-    state = parallel.replicate(init_state(model, tx, config.seed), mesh)
+    state = init_state(model, tx, config.seed)
+    check_regularizers(config, state.params)
+    state = parallel.replicate(state, mesh)
     return model, state, make_train_step(model, tx, config, mesh)
+
+
+def check_regularizers(config, params) -> None:
+    """Grid regulariser weights need a field with VM factors: a clear start-up error."""
+    from jaxnerf360.errors import UserError
+
+    wanted = [n for n in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult")
+              if getattr(config, n) > 0]
+    if wanted and "density_plane_0" not in params.get("field", {}):
+        raise UserError(f"Config.{wanted[0]} > 0 needs a field with grid factors "
+                        "(Model.field = @TensoRFField); set it to 0 for this field")
+
+
+def grid_schedule(model) -> list:
+    """[(step, resolution)] at which the field's grid grows (empty for fields without one)."""
+    field = model.field()
+    if not hasattr(field, "upsample_steps"):
+        return []
+    from jaxnerf360.fields.tensorf import resolution_schedule
+
+    return resolution_schedule(field)
+
+
+def resolution_at(model, step: int):
+    """The field grid's resolution after `step` steps; None if it never changes."""
+    res = None
+    for at, r in grid_schedule(model):
+        if step >= at:
+            res = r
+    return res
+
+
+def restore(mgr, model, state, checkpoint_dir: str):
+    """The latest checkpoint (None if none), its grids at the resolution of its step."""
+    from jaxnerf360 import checkpoints
+
+    step = mgr.latest_step()
+    if step is None:
+        return None
+    resolution = resolution_at(model, step)
+    if resolution is not None:
+        state = resize_grids(state, resolution)
+    return checkpoints.restore_latest(mgr, state, checkpoint_dir)
 
 
 def restore_trained(config, scene_kind: str, mesh):
@@ -135,7 +274,7 @@ def restore_trained(config, scene_kind: str, mesh):
 
     model, state, _ = setup(config, scene_kind, mesh)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
-    restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
+    restored = restore(mgr, model, state, config.checkpoint_dir)
     if restored is None:
         raise UserError(f"{config.checkpoint_dir}: no checkpoint found; train first with "
                         "python -m jaxnerf360.train")

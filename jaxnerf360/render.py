@@ -25,7 +25,7 @@ def render_path(config, n_frames=None) -> str:
     mesh = parallel.make_mesh()
     scene = load_split(config, "train")
     model, state = pipeline.restore_trained(config, scene.kind, mesh)
-    render_fn = pipeline.make_render_fn(model, mesh, config.background)
+    renderer = pipeline.Renderer(model, mesh, config.background)
     poses = camera_paths.make_path(config.render_path, scene.camtoworlds, n_frames, scene.kind)
     f = config.render_factor
     width, height = scene.width // f, scene.height // f
@@ -34,7 +34,7 @@ def render_path(config, n_frames=None) -> str:
     rgbs, depths = [], []
     for i, pose in enumerate(poses):
         rays = camera_rays(pose, intrinsics, width, height, scene.near, scene.far, ndc=scene.ndc)
-        out = pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
+        out = renderer(state, rays, config.render_chunk_size,
                                    jax.device_count())
         rgbs.append(np.clip(out["rgb"], 0, 1))
         depths.append(out["distance_median"])

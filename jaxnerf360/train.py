@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import checkpoints, cli, configs, parallel, pipeline
+from jaxnerf360 import checkpoints, cli, configs, grid_schedule, optim, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher, check_batch_divisible
 from jaxnerf360.data.cameras import image_rays
@@ -63,7 +63,7 @@ def train(config: configs.Config) -> pipeline.TrainState:
 
     model, state, train_step = pipeline.setup(config, scene.kind, mesh)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
-    restored = checkpoints.restore_latest(mgr, state, config.checkpoint_dir)
+    restored = pipeline.restore(mgr, model, state, config.checkpoint_dir)
     if restored is not None:
         state = restored
         logging.info("resumed from step %d in %s", int(state.step), config.checkpoint_dir)
@@ -71,7 +71,9 @@ def train(config: configs.Config) -> pipeline.TrainState:
     batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
                          process_index=jax.process_index(), process_count=jax.process_count(),
                          start_step=start)
-    render_fn = pipeline.make_render_fn(model, mesh, config.background) if test_scene else None
+    grids = _GridTraining(model, config, mesh, scene, batcher)
+    state, train_step = grids.resume(state, train_step)
+    renderer = pipeline.Renderer(model, mesh, config.background) if test_scene else None
     key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
     writer = _summary_writer(config)
 
@@ -80,6 +82,7 @@ def train(config: configs.Config) -> pipeline.TrainState:
     try:
         t_last, steps_since = time.time(), 0
         for step in range(start + 1, config.max_steps + 1):
+            state, train_step = grids.before_step(state, train_step)
             batch, alpha = batcher.next_with_alpha()
             batch = parallel.to_global(pipeline.batch_dict(batch, alpha), mesh)
             state, stats = train_step(state, batch, key)
@@ -90,9 +93,10 @@ def train(config: configs.Config) -> pipeline.TrainState:
                 rays_per_sec = steps_since * config.batch_size / (now - t_last)
                 eta = (config.max_steps - step) * (now - t_last) / steps_since
                 logging.info(
-                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s",
+                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s",
                     step, config.max_steps, stats["loss"], stats["psnr"], rays_per_sec,
-                    stats["lr"], _format_eta(eta))
+                    stats["lr"], _format_eta(eta),
+                    f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "")
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
                 if writer is not None:
@@ -100,8 +104,8 @@ def train(config: configs.Config) -> pipeline.TrainState:
                         writer.add_scalar(f"train/{name}", float(value), step)
                     writer.add_scalar("train/rays_per_sec", rays_per_sec, step)
                 t_last, steps_since = time.time(), 0
-            if render_fn is not None and step % config.summary_render_every == 0:
-                _summarise_test_view(writer, render_fn, state, test_scene, config, step)
+            if renderer is not None and step % config.summary_render_every == 0:
+                _summarise_test_view(writer, renderer, state, test_scene, config, step)
             if step % config.checkpoint_every == 0:
                 checkpoints.save(mgr, step, state)
             if stop.requested:
@@ -123,12 +127,79 @@ def train(config: configs.Config) -> pipeline.TrainState:
     return state
 
 
-def _summarise_test_view(writer, render_fn, state, scene, config, step):
+class _GridTraining:
+    """Applies the grid schedule between steps: upsampling, occupancy updates, ray filtering.
+
+    Everything here is a function of the step and the state, so a resumed run redoes
+    exactly what an uninterrupted one did (the ray filter and buffer size are recomputed).
+    """
+
+    def __init__(self, model, config, mesh, scene, batcher):
+        self.model, self.config, self.mesh = model, config, mesh
+        self.scene, self.batcher = scene, batcher
+        self.upsample = dict(pipeline.grid_schedule(model))
+        self.occupancy = pipeline.uses_occupancy(model)
+        self.updates = tuple(model.sampler().update_steps) if self.occupancy else ()
+        self.tx = optim.make_optimizer(config)
+        self.kept = None
+        self._steps = {}  # capacity -> jitted train step, so a repeated size is not recompiled
+
+    def resume(self, state, train_step):
+        """Re-derives the ray filter and sample buffer of a run restored mid-schedule."""
+        if not self.occupancy:
+            return state, train_step
+        if len(self.updates) > 1 and int(state.step) >= self.updates[1]:
+            self._filter_rays(state)
+        return state, self._remake_step(state)
+
+    def before_step(self, state, train_step):
+        """Applies the changes scheduled at the state's step; returns (state, train_step)."""
+        step = int(state.step)
+        changed = False
+        if self.occupancy and step in self.updates:
+            state = grid_schedule.update_occupancy(self.model, state)
+            occupied = float(np.mean(np.asarray(state.occupancy)))
+            grid_schedule.log_change("occupancy grid rebuilt", step,
+                                     f"{100 * occupied:.1f}% of voxels occupied")
+            if len(self.updates) > 1 and step == self.updates[1]:
+                self._filter_rays(state)
+            changed = True
+        if step in self.upsample:
+            state = parallel.replicate(pipeline.resize_grids(state, self.upsample[step]),
+                                       self.mesh)
+            grid_schedule.log_change("grid upsampled", step, f"resolution {self.upsample[step]}")
+            changed = True
+        if changed and self.occupancy:
+            train_step = self._remake_step(state)
+        elif changed:
+            train_step = pipeline.make_train_step(self.model, self.tx, self.config, self.mesh)
+        return state, train_step
+
+    def _filter_rays(self, state):
+        hits = grid_schedule.training_ray_hits(self.model, state, self.scene)
+        kept = self.batcher.keep_only(hits)
+        self.kept = hits
+        grid_schedule.log_change("training rays filtered", int(state.step),
+                                 f"{kept} of {hits.size} reach occupied space")
+
+    def _remake_step(self, state):
+        probe = RayBatcher(self.scene, self.config.batch_size, seed=self.config.seed + 7919)
+        if self.kept is not None:
+            probe.keep_only(self.kept)
+        batches = [next(probe).rays for _ in range(4)]
+        capacity = grid_schedule.estimate_capacity(self.model, state, batches)
+        logging.info("occupied-sample buffer: %s", capacity or "all samples")
+        if capacity not in self._steps:
+            self._steps[capacity] = pipeline.make_train_step(self.model, self.tx, self.config,
+                                                             self.mesh, capacity)
+        return self._steps[capacity]
+
+
+def _summarise_test_view(writer, renderer, state, scene, config, step):
     if writer is None:
         return
     rays = image_rays(scene, 0)
-    out = pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
-                               jax.device_count())
+    out = renderer(state, rays, config.render_chunk_size, jax.device_count())
     writer.add_image("test/rgb", np.clip(out["rgb"], 0, 1), step, dataformats="HWC")
     psnr = -10 * np.log10(np.mean((out["rgb"] - scene.images[0]) ** 2))
     writer.add_scalar("test/psnr_view0", psnr, step)

@@ -56,13 +56,13 @@ def speed(config) -> dict:
         state, stats = step(state, batches[i % 4], key)
     jax.block_until_ready(stats)
     train_time = time.perf_counter() - t0
-    render_fn = pipeline.make_render_fn(model, mesh, config.background)
+    renderer = pipeline.Renderer(model, mesh, config.background)
     rays = image_rays(scene, 0)
-    pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
-                         jax.device_count())  # compile
+    renderer(state, rays, config.render_chunk_size,
+             jax.device_count())  # compile
     t0 = time.perf_counter()
-    pipeline.render_rays(render_fn, state.params, rays, config.render_chunk_size,
-                         jax.device_count())
+    renderer(state, rays, config.render_chunk_size,
+             jax.device_count())
     render_time = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     return {

@@ -57,6 +57,19 @@ class RayBatcher:
         # Flat views let one integer index array gather everything without copies.
         self._flat_rgb = scene.images.reshape(-1, scene.images.shape[-1])
         self._flat_alpha = None if scene.alphas is None else scene.alphas.reshape(-1)
+        self._kept = None
+
+    def keep_only(self, mask) -> int:
+        """Draws from here on only the pixels where `mask [num_images, H, W]` holds.
+
+        TensoRF drops training rays that miss occupied space; returns the number kept.
+        """
+        kept = np.flatnonzero(np.asarray(mask).reshape(-1))
+        if kept.size == 0:
+            raise UserError("no training ray reaches occupied space: the occupancy grid is empty; "
+                            "lower OccupancySampler.threshold or update the grid later")
+        self._kept = kept
+        return int(kept.size)
 
     def __iter__(self):
         """The batcher is its own (infinite) iterator."""
@@ -70,7 +83,10 @@ class RayBatcher:
         """The next random batch and its alpha `[local_batch, 1]` (None without alphas)."""
         rng = np.random.default_rng([*self._seed, self.step])
         self.step += 1
-        flat = rng.integers(0, self._num_pixels, size=self.local_batch_size)
+        if self._kept is None:
+            flat = rng.integers(0, self._num_pixels, size=self.local_batch_size)
+        else:
+            flat = self._kept[rng.integers(0, self._kept.size, size=self.local_batch_size)]
         pixels_per_image = self.scene.height * self.scene.width
         indices, pixel = np.divmod(flat, pixels_per_image)
         rows, cols = np.divmod(pixel, self.scene.width)

@@ -23,6 +23,7 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnerf360.errors import UserError
 from jaxnerf360.geometry import coord
@@ -92,6 +93,10 @@ class TensoRFField(nn.Module):
     mlp_width: int = 128
     feature_pe: int = 2
     view_pe: int = 2
+    # Upsampling: at each step in upsample_steps the voxel count grows log-linearly from
+    # resolution to final_resolution (None: no upsampling); see resolution_schedule.
+    upsample_steps: Sequence[int] = (2000, 3000, 4000, 5500, 7000)
+    final_resolution: Sequence[int] | None = (300, 300, 300)
     density_activation: str = "softplus"  # softplus | relu
     density_shift: float = -10.0
     density_scale: float = 25.0  # TensoRF's distance_scale, folded into the density
@@ -110,6 +115,19 @@ class TensoRFField(nn.Module):
         if any(int(n) < 2 for n in self.resolution):
             raise UserError(f"TensoRFField.resolution={tuple(self.resolution)} needs at least 2 "
                             "grid points per axis")
+        steps = [int(t) for t in self.upsample_steps]
+        if any(t <= 0 for t in steps) or list(steps) != sorted(set(steps)):
+            raise UserError(f"TensoRFField.upsample_steps={tuple(self.upsample_steps)} must be "
+                            "positive and strictly increasing")
+        if self.final_resolution is not None and steps:
+            final = tuple(int(n) for n in self.final_resolution)
+            if len(final) != 3 or any(final[i] < int(self.resolution[i]) for i in range(3)):
+                raise UserError(f"TensoRFField.final_resolution={tuple(self.final_resolution)} "
+                                f"must have 3 entries, each at least resolution="
+                                f"{tuple(self.resolution)}: the schedule only grows the grid")
+        if self.density_activation not in ("softplus", "relu"):
+            raise UserError(f"TensoRFField.density_activation={self.density_activation!r} is "
+                            "unknown; use 'softplus' or 'relu'")
         size = [hi - lo for lo, hi in zip(self.box_min, self.box_max, strict=True)]
         if any(s <= 0 for s in size):
             raise UserError(f"TensoRFField box {tuple(self.box_min)} to {tuple(self.box_max)} "
@@ -120,9 +138,15 @@ class TensoRFField(nn.Module):
         init = nn.initializers.normal(self.init_scale)
         planes, lines = [], []
         for m, ((a, b), c) in enumerate(MODES):
-            shape = (ranks[m], self.resolution[a], self.resolution[b])
-            planes.append(self.param(f"{name}_plane_{m}", init, shape))
-            lines.append(self.param(f"{name}_line_{m}", init, (ranks[m], self.resolution[c])))
+            shapes = {f"{name}_plane_{m}": (ranks[m], self.resolution[a], self.resolution[b]),
+                      f"{name}_line_{m}": (ranks[m], self.resolution[c])}
+            for key, shape in shapes.items():
+                # After upsampling the stored factors are larger than `resolution`: use them.
+                if self.has_variable("params", key):
+                    value = self.get_variable("params", key)
+                else:
+                    value = self.param(key, init, shape)
+                (planes if "plane" in key else lines).append(value)
         return planes, lines
 
     @nn.compact
@@ -165,25 +189,64 @@ def _resample_axis(x, axis: int, n_new: int):
     return _lerp(x, jnp.linspace(0.0, x.shape[axis] - 1, n_new), axis)
 
 
+def resample_factor(name: str, value, resolution: Sequence[int]):
+    """`value` resampled to `resolution` (x, y, z) if `name` is a VM plane or line, else as is."""
+    for m, ((a, b), c) in enumerate(MODES):
+        if name.endswith(f"_plane_{m}"):
+            return _resample_axis(_resample_axis(value, 1, resolution[a]), 2, resolution[b])
+        if name.endswith(f"_line_{m}"):
+            return _resample_axis(value, 1, resolution[c])
+    return value
+
+
 def resample_factors(params, resolution: Sequence[int]):
     """Returns `params` with every VM plane and line resampled to `resolution` (x, y, z).
 
     New grid points take the old field's interpolated values, so the field is unchanged at
     the new grid points (TensoRF's upsampling step). Other parameters pass through.
     """
-    out = dict(params)
-    for name, value in params.items():
-        for m, ((a, b), c) in enumerate(MODES):
-            if name.endswith(f"_plane_{m}"):
-                value = _resample_axis(_resample_axis(value, 1, resolution[a]), 2, resolution[b])
-            elif name.endswith(f"_line_{m}"):
-                value = _resample_axis(value, 1, resolution[c])
-        out[name] = value
+    return {name: resample_factor(name, value, resolution) for name, value in params.items()}
+
+
+def grid_resolution(params) -> tuple:
+    """The current grid points per axis (x, y, z) of VM factors `params`, read off the lines."""
+    return tuple(int(params[f"density_line_{m}"].shape[1]) for m in (2, 1, 0))
+
+
+def resolution_schedule(field: "TensoRFField") -> list:
+    """[(step, (nx, ny, nz))]: TensoRF's upsampling, voxel count log-linear in the step index.
+
+    The k-th of K upsampling steps scales every axis of `field.resolution` by
+    (V_k / V_0)^(1/3), V_k = V_0 (V_final / V_0)^(k / K), keeping the initial aspect; the
+    last step lands exactly on `final_resolution`.
+    """
+    if field.final_resolution is None or not field.upsample_steps:
+        return []
+    start = np.array(field.resolution, np.float64)
+    final = np.array(field.final_resolution, np.float64)
+    count = len(field.upsample_steps)
+    ratio = np.prod(final) / np.prod(start)
+    out = []
+    for k, step in enumerate(field.upsample_steps, start=1):
+        if k == count:
+            res = final
+        else:
+            res = np.minimum(np.round(start * ratio ** (k / count / 3.0)), final)
+        out.append((int(step), tuple(int(n) for n in res)))
     return out
 
 
+def resolution_at(field: "TensoRFField", step: int) -> tuple:
+    """The grid resolution (x, y, z) after `step` training steps under the schedule."""
+    res = tuple(int(n) for n in field.resolution)
+    for at, r in resolution_schedule(field):
+        if step >= at:
+            res = r
+    return res
+
+
 def l1_density(params):
-    """Mean absolute value of the density planes and lines (TensoRF's L1 regulariser)."""
+    """Sum over modes of the mean |density plane| and mean |density line| (TensoRF's L1)."""
     total = 0.0
     for m in range(3):
         total += jnp.mean(jnp.abs(params[f"density_plane_{m}"]))
@@ -192,7 +255,11 @@ def l1_density(params):
 
 
 def tv_planes(params, prefix: str = "density"):
-    """Total variation of the `prefix` planes: mean squared neighbour differences on both axes."""
+    """Sum over modes of mean squared neighbour differences of the `prefix` planes (both axes).
+
+    TensoRF's TV term equals 0.02 x this (its TVLoss doubles it and its VM model scales by
+    1e-2), so a TensoRF TV_weight of w is a weight of 0.02 w here.
+    """
     total = 0.0
     for m in range(3):
         plane = params[f"{prefix}_plane_{m}"]
