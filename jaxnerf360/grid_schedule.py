@@ -16,7 +16,7 @@ from jaxnerf360.data.cameras import image_rays
 from jaxnerf360.model import Model
 from jaxnerf360.occupancy import build_grid
 
-_CAPACITY_MARGIN = 1.25  # head-room over the fullest probe batch
+_CAPACITY_MARGIN = 1.1  # head-room over the fullest probe batch
 
 
 def update_occupancy(model, state):
@@ -62,7 +62,7 @@ def training_ray_hits(model, state, scene, chunk: int = 8192) -> np.ndarray:
 def estimate_capacity(model, state, batches) -> int | None:
     """A static buffer size for the occupied samples of training batches like `batches`.
 
-    The fullest of the probe batches plus a margin, rounded up to 1/16 of all samples;
+    The fullest of the probe batches plus a margin, rounded up to 1/32 of all samples;
     None when nearly every sample is occupied (no point in compacting).
     """
     count = jax.jit(lambda st, rays: pipeline.occupied_samples(model, st, rays))

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import gin
+import jax
 import jax.numpy as jnp
 
 from jaxnerf360.data.scene import BOUNDED
@@ -40,11 +41,12 @@ class Model(nn.Module):
         sdist, tdist, prop_levels, mask = sampler(
             rng, rays, warp, train_frac, occupancy=occupancy,
             step_size=self._step_size(sampler, field), scene_kind=self.scene_kind)
-        means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
         if mask is None:
+            means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
             out, overflow = field(means, covs, rays.viewdirs), jnp.zeros((), jnp.int32)
         else:
-            out, overflow = _masked_field(field, means, covs, rays.viewdirs, mask, capacity)
+            out, overflow = _masked_field(field, rays, tdist, mask, capacity,
+                                          sampler.ray_shape, warp)
         weights = render.compute_alpha_weights(
             out["density"], tdist, rays.directions, opaque_background=self.opaque_background
         )[0]
@@ -75,24 +77,28 @@ class Model(nn.Module):
         return occupancy_step_size(sampler.box_min, sampler.box_max, res, sampler.step_ratio)
 
 
-def _masked_field(field, means, covs, viewdirs, mask, capacity):
-    """The field at samples where `mask [..., n]` holds (zero density elsewhere).
+def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp):
+    """The field on intervals `tdist [..., n+1]` where `mask [..., n]` holds (else no density).
 
-    With a `capacity` below the sample count, occupied samples are gathered into a buffer of
-    that static size, so the field runs on `capacity` points only; the rest are dropped and
-    counted in the returned overflow.
+    With a `capacity` below the sample count, the occupied intervals are gathered into a
+    buffer of that static size first, so Gaussians and the field are computed for `capacity`
+    samples only; occupied samples beyond it are dropped and counted in the overflow.
     """
     shape = mask.shape
     total = mask.size
     if capacity is None or capacity >= total:
-        out = field(means, covs, viewdirs)
+        means, covs = rays_to_gaussians(rays, tdist, ray_shape, warp)
+        out = field(means, covs, rays.viewdirs)
         density = jnp.where(mask, out["density"], 0.0)
         return {"density": density, "rgb": out["rgb"]}, jnp.zeros((), jnp.int32)
-    idx, valid, overflow = compact(mask.reshape(-1), capacity)
     n = shape[-1]
-    flat_covs = covs.reshape((-1,) + covs.shape[-2:])
-    sub = field(means.reshape(-1, 3)[idx][:, None], flat_covs[idx][:, None],
-                viewdirs.reshape(-1, 3)[idx // n])
+    idx, valid, overflow = compact(mask.reshape(-1), capacity)
+    ray, k = idx // n, idx % n
+    flat_t = tdist.reshape(-1, n + 1)
+    ends = jnp.stack([flat_t[ray, k], flat_t[ray, k + 1]], -1)  # [capacity, 2]
+    one = jax.tree.map(lambda x: jnp.reshape(x, (-1, x.shape[-1]))[ray], rays)
+    means, covs = rays_to_gaussians(one, ends, ray_shape, warp)
+    sub = field(means, covs, one.viewdirs)
     density = scatter(sub["density"][:, 0], idx, valid, total).reshape(shape)
     rgb = scatter(sub["rgb"][:, 0], idx, valid, total).reshape(shape + (3,))
     return {"density": density, "rgb": rgb}, overflow

@@ -140,7 +140,7 @@ class Renderer:
 
     With an occupancy sampler, a cheap first pass counts the occupied samples of every
     chunk, and the field then runs on a buffer sized for the fullest chunk (rounded up to
-    1/16 of all samples, so only a few sizes are ever compiled).
+    1/32 of all samples, so only a few sizes are ever compiled).
     """
 
     def __init__(self, model, mesh, background: str):
@@ -208,8 +208,8 @@ def ray_hits(model, state, rays):
 
 
 def round_capacity(needed: int, total: int) -> int | None:
-    """A buffer size >= needed, rounded up to 1/16 of `total` (None: no smaller than total)."""
-    quantum = max(1, -(-total // 16))
+    """A buffer size >= needed, rounded up to 1/32 of `total` (None: no smaller than total)."""
+    quantum = max(1, -(-total // 32))
     capacity = max(quantum, -(-needed // quantum) * quantum)
     return None if capacity >= total else capacity
 

@@ -3,6 +3,11 @@
 Speed (training and rendering rays/s, peak memory) on the config's own scene:
     python scripts/benchmark.py --gin_configs=configs/quickstart.gin
 
+Speed of trained runs side by side, as ratios to the first (one process, one machine):
+    python scripts/benchmark.py --runs=runs/a,runs/b,runs/c
+Each run is timed from its latest checkpoint with its own config.gin, so an occupancy
+sampler is timed with its trained grid (empty space culled), as in real training.
+
 Quality: train with the config for its Config.max_steps on lego at factor 8 (100x100, from
 ../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
     python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
@@ -27,6 +32,8 @@ from jaxnerf360.data.cameras import image_rays
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 3 warm-up steps).")
 flags.DEFINE_bool("psnr", False, "Also train for Config.max_steps and report test PSNR.")
 flags.DEFINE_string("out", None, "Write the figures as JSON here too.")
+flags.DEFINE_list("runs", None, "Trained run directories to time side by side.")
+flags.DEFINE_string("keep_run", None, "With --psnr: train into this directory and keep it.")
 FLAGS = flags.FLAGS
 
 
@@ -39,12 +46,25 @@ def peak_memory_mb() -> dict:
     return out
 
 
-def speed(config) -> dict:
-    """Training and rendering throughput of the config's model on its scene."""
+def speed(config, restore: bool = False) -> dict:
+    """Training and rendering throughput of the config's model on its scene.
+
+    With `restore`, the state (and any occupancy grid, ray filter and sample buffer) comes
+    from the latest checkpoint in Config.checkpoint_dir; otherwise it is freshly initialised.
+    """
+    from jaxnerf360 import checkpoints
+    from jaxnerf360.train import _GridTraining
+
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
     model, state, step = pipeline.setup(config, scene.kind, mesh)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
+    if restore:
+        mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
+        state = pipeline.restore(mgr, model, state, config.checkpoint_dir)
+        if state is None:
+            sys.exit(f"error: no checkpoint in {config.checkpoint_dir}")
+        state, step = _GridTraining(model, config, mesh, scene, batcher).resume(state, step)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
                for _ in range(4)]
@@ -67,6 +87,7 @@ def speed(config) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        "step": int(state.step),
         "batch_size": config.batch_size,
         "params": int(n_params),
         "train_steps_per_sec": FLAGS.steps / train_time,
@@ -76,13 +97,40 @@ def speed(config) -> dict:
     }
 
 
+def compare_runs(run_dirs) -> dict:
+    """Speed of each trained run, and its ratios to the first run's figures."""
+    import gin
+
+    from jaxnerf360 import checkpoints
+
+    rows = []
+    for run in run_dirs:
+        gin.clear_config()
+        configs._import_registering_modules()
+        checkpoints.load_run_config(run)
+        config = configs.Config()
+        config.checkpoint_dir = run
+        row = {"run": run, **speed(config, restore=True)}
+        rows.append(row)
+        print(json.dumps(row, default=float), flush=True)
+    base = rows[0]
+    for row in rows:
+        for key in ("train_rays_per_sec", "render_rays_per_sec"):
+            row[key.replace("_per_sec", "_ratio")] = row[key] / base[key]
+    print(f"{'run':40s} {'train rays/s':>13s} {'ratio':>6s} {'render rays/s':>14s} {'ratio':>6s}")
+    for row in rows:
+        print(f"{row['run']:40s} {row['train_rays_per_sec']:13.0f} {row['train_rays_ratio']:6.2f} "
+              f"{row['render_rays_per_sec']:14.0f} {row['render_rays_ratio']:6.2f}")
+    return {"runs": rows}
+
+
 def quality(config) -> dict:
     """Trains for Config.max_steps in a temporary directory and evaluates every test view."""
     from jaxnerf360 import eval as eval_lib
     from jaxnerf360 import train as train_lib
 
     with tempfile.TemporaryDirectory() as tmp:
-        config.checkpoint_dir = os.path.join(tmp, "run")
+        config.checkpoint_dir = FLAGS.keep_run or os.path.join(tmp, "run")
         config.lpips_net = "none"
         t0 = time.perf_counter()
         train_lib.train(config)
@@ -96,6 +144,12 @@ def quality(config) -> dict:
 def main(argv):
     """Entry point."""
     del argv
+    if FLAGS.runs:
+        result = compare_runs(FLAGS.runs)
+        if FLAGS.out:
+            with open(FLAGS.out, "w", encoding="utf-8") as f:
+                f.write(json.dumps(result, indent=2, default=float))
+        return 0
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()
     if not config.data_dir:

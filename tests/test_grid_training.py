@@ -1,0 +1,238 @@
+"""Training a grid field: samplers x fields, upsampling, learning-rate groups, regularisers."""
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnerf360 import configs, losses, optim, parallel, pipeline
+from jaxnerf360.data import load_split
+from jaxnerf360.data.batching import RayBatcher
+from jaxnerf360.errors import UserError
+from jaxnerf360.fields.tensorf import (TensoRFField, resample_factors, resolution_at,
+                                       resolution_schedule)
+
+TINY_TENSORF = [
+    "TensoRFField.resolution = (16, 16, 16)", "TensoRFField.density_ranks = (4, 4, 4)",
+    "TensoRFField.appearance_ranks = (6, 6, 6)", "TensoRFField.mlp_width = 32",
+    "TensoRFField.density_shift = -2.0", "TensoRFField.upsample_steps = ()",
+]
+TINY_SAMPLERS = {
+    "proposal": ["Model.sampler = @ProposalSampler", "ProposalSampler.raydist_fn = 'linear'",
+                 "ProposalSampler.num_prop_samples = (16,)",
+                 "ProposalSampler.num_final_samples = 16", "PropMLPField.net_depth = 2",
+                 "PropMLPField.net_width = 16"],
+    "occupancy": ["Model.sampler = @OccupancySampler", "OccupancySampler.grid_resolution = 16",
+                  "OccupancySampler.box_min = (-1.5, -1.5, -1.5)",
+                  "OccupancySampler.box_max = (1.5, 1.5, 1.5)",
+                  "OccupancySampler.max_samples = 48"],
+}
+TINY_FIELDS = {
+    "mlp": ["Model.field = @MLPField", "MLPField.net_depth = 2", "MLPField.net_width = 32",
+            "MLPField.skip_layer = 1", "MLPField.bottleneck_width = 16",
+            "MLPField.net_width_viewdirs = 16", "MLPField.max_deg = 4"],
+    "tensorf": ["Model.field = @TensoRFField"] + TINY_TENSORF,
+}
+
+
+def _config(synthetic_dir, *bindings):
+    gin.clear_config()
+    configs.parse_gin([], [
+        "Config.dataset_loader = 'synthetic'", f"Config.data_dir = '{synthetic_dir}'",
+        "Config.near = 2.0", "Config.far = 6.0", "Config.data_loss_type = 'mse'",
+        "Config.lr_init = 1e-2", "Config.lr_final = 1e-2", "Config.grid_lr_init = 0.02",
+        "Config.grid_lr_final = 0.02", "Config.lr_delay_steps = 0", "Config.grad_max_norm = 0.0",
+        "Config.max_steps = 100", *bindings,
+    ])
+    return configs.Config()
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("field", sorted(TINY_FIELDS))
+@pytest.mark.parametrize("sampler", sorted(TINY_SAMPLERS))
+def test_thirty_steps_reduce_the_loss(synthetic_dir, field, sampler):
+    """Each field x sampler pair, chosen by gin alone, fits a fixed batch."""
+    config = _config(synthetic_dir, *TINY_FIELDS[field], *TINY_SAMPLERS[sampler])
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    assert (state.occupancy is not None) == (sampler == "occupancy")
+    batch = parallel.to_global(
+        pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    data = []
+    for _ in range(30):
+        state, stats = step(state, batch, key)
+        data.append(float(stats["data"]))
+    assert np.all(np.isfinite(data))
+    assert np.mean(data[-5:]) < 0.7 * np.mean(data[:5]), data
+
+
+def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
+    """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"])
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    model, state, _ = pipeline.setup(config, scene.kind, mesh)
+    # Occupy one half-space only, so the buffer is much smaller than all samples.
+    grid = np.zeros(state.occupancy.shape, bool)
+    grid[:, :, : grid.shape[2] // 2] = True
+    state = state.replace(occupancy=jnp.asarray(grid))
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    used, total = (int(v) for v in pipeline.occupied_samples(model, state, rays))
+    assert 0 < used < total // 2
+    bg = jnp.ones((128, 3))
+
+    def render(capacity):
+        return model.apply({"params": state.params}, None, rays, 1.0, bg,
+                           occupancy=state.occupancy, capacity=capacity)
+
+    dense, packed, short = render(None), render(used), render(used - 10)
+    np.testing.assert_allclose(packed["rgb"], dense["rgb"], atol=1e-5)
+    assert int(packed["overflow"]) == 0 and int(short["overflow"]) == 10
+
+
+def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"])
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    batch = parallel.to_global(
+        pipeline.batch_dict(*RayBatcher(scene, 64, seed=0).next_with_alpha()), mesh)
+    state, _ = step(state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
+    new_res = (31, 21, 26)
+    grown = pipeline.resize_grids(state, new_res)
+    np.testing.assert_allclose(grown.params["field"]["density_plane_1"],
+                               resample_factors(state.params["field"], new_res)["density_plane_1"])
+    assert grown.params["field"]["appearance_line_0"].shape == (6, 26)
+    # The proposal MLP and the field's networks are untouched.
+    for a, b in zip(jax.tree.leaves(state.params["sampler"]),
+                    jax.tree.leaves(grown.params["sampler"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(state.params["field"]["basis"]["kernel"],
+                                  grown.params["field"]["basis"]["kernel"])
+    # Adam's moments follow their parameters: every grid leaf of the optimiser state has
+    # its parameter's new shape, and the first moment is the resampled old one.
+    field_shapes = {k: v.shape for k, v in grown.params["field"].items() if hasattr(v, "shape")}
+    seen = 0
+    old_leaves = dict(jax.tree_util.tree_leaves_with_path(state.opt_state))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(grown.opt_state):
+        if optim.is_grid_param(path):
+            name = path[-1].key
+            assert leaf.shape == field_shapes[name], (path, leaf.shape)
+            want = resample_factors({name: old_leaves[path]}, new_res)[name]
+            np.testing.assert_allclose(leaf, want, rtol=1e-6)
+            seen += 1
+    assert seen == 2 * 12  # mu and nu of 12 factors
+    # The grown state trains on (a new compile for the new shapes).
+    grown, stats = step(grown, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
+    assert np.isfinite(float(stats["loss"]))
+
+
+def test_resolution_schedule_is_log_linear_in_voxel_count():
+    field = TensoRFField(resolution=(64, 64, 64), final_resolution=(128, 128, 128),
+                         upsample_steps=(10, 20, 30))
+    sched = resolution_schedule(field)
+    assert [s for s, _ in sched] == [10, 20, 30]
+    voxels = [64**3] + [np.prod(r) for _, r in sched]
+    ratios = np.diff(np.log(voxels))
+    np.testing.assert_allclose(ratios, np.log(8) / 3, rtol=0.02)  # equal steps in log V
+    assert sched[-1][1] == (128, 128, 128)
+    assert resolution_at(field, 9) == (64, 64, 64) and resolution_at(field, 25) == sched[1][1]
+    # The aspect of a non-cubic initial grid is kept.
+    aniso = resolution_schedule(TensoRFField(resolution=(40, 80, 20),
+                                             final_resolution=(80, 160, 40),
+                                             upsample_steps=(5, 6)))
+    assert aniso[0][1] == (57, 113, 28)  # x 8^(1/6) per axis: half the log-volume step
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(upsample_steps=(10, 10, 20)), "strictly increasing"),
+    (dict(upsample_steps=(30, 20)), "strictly increasing"),
+    (dict(upsample_steps=(0, 10)), "strictly increasing"),
+    (dict(final_resolution=(64, 64, 64)), "only grows"),
+    (dict(final_resolution=(300, 300)), "final_resolution"),
+    (dict(appearance_ranks=(48, 48, 48, 48)), "appearance_ranks"),
+    (dict(box_min=(0, 0, 0), box_max=(1, 1, -1)), "non-positive"),
+])
+def test_bad_schedules_are_start_up_errors(kwargs, needle):
+    with pytest.raises(UserError, match=needle):
+        TensoRFField(**kwargs)
+
+
+def test_grid_and_network_parameters_get_their_own_learning_rates(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"],
+                     "Config.lr_init = 1e-3", "Config.lr_final = 1e-3",
+                     "Config.adam_eps = 1e-15")  # so a first Adam step is lr x sign(grad)
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    batch = parallel.to_global(
+        pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
+    before = jax.device_get(state.params)  # the step donates (deletes) its input state
+    new, _ = step(state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
+    # Adam's first step moves each parameter with a non-negligible gradient by ~lr.
+    delta = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)),
+                         new.params, before)
+    assert np.isclose(delta["field"]["density_plane_0"].max(), 0.02, rtol=0.01)
+    assert np.isclose(delta["field"]["appearance_line_2"].max(), 0.02, rtol=0.01)
+    assert np.isclose(delta["field"]["basis"]["kernel"].max(), 1e-3, rtol=0.01)
+    assert np.isclose(max(d.max() for d in jax.tree.leaves(delta["sampler"])), 1e-3, rtol=0.01)
+    labels = optim.param_labels(before)
+    assert labels["field"]["density_line_0"] == "grid"
+    assert labels["field"]["basis"]["kernel"] == "net"
+
+
+def test_regulariser_weights_follow_tensorf_schedule(synthetic_dir):
+    from jaxnerf360.fields.tensorf import l1_density, tv_planes
+
+    config = _config(synthetic_dir, "Config.l1_density_mult = 8e-5",
+                     "Config.l1_density_mult_rest = 4e-5", "Config.l1_density_switch_step = 50",
+                     "Config.tv_density_mult = 0.02", "Config.tv_appearance_mult = 0.01")
+    rng = np.random.default_rng(0)
+    params = {}
+    for prefix in ("density", "appearance"):
+        for m in range(3):
+            params[f"{prefix}_plane_{m}"] = jnp.asarray(rng.normal(size=(2, 5, 6)))
+            params[f"{prefix}_line_{m}"] = jnp.asarray(rng.normal(size=(2, 7)))
+    l1, tvd = l1_density(params), tv_planes(params, "density")
+    tva = tv_planes(params, "appearance")
+    early, parts = losses.grid_regularizers(params, config, 10, 1.0)
+    late, _ = losses.grid_regularizers(params, config, 60, 0.5)
+    np.testing.assert_allclose(early, 8e-5 * l1 + 0.02 * tvd + 0.01 * tva, rtol=1e-6)
+    np.testing.assert_allclose(late, 4e-5 * l1 + 0.5 * (0.02 * tvd + 0.01 * tva), rtol=1e-6)
+    assert set(parts) == {"l1_density", "tv_density", "tv_appearance"}
+
+
+def test_grid_regularisers_need_a_grid_field(synthetic_dir):
+    config = _config(synthetic_dir, "Config.tv_density_mult = 0.02", *TINY_FIELDS["mlp"],
+                     *TINY_SAMPLERS["proposal"])
+    with pytest.raises(UserError, match="tv_density_mult"):
+        pipeline.setup(config, "bounded", parallel.make_mesh())
+
+
+def test_training_applies_the_grid_schedule_and_resumes(synthetic_dir, tmp_path):
+    """Upsampling, occupancy updates and ray filtering in the real loop; then a resume."""
+    from jaxnerf360 import train
+
+    bindings = [*TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"],
+                f"Config.checkpoint_dir = '{tmp_path}/run'", "Config.batch_size = 128",
+                "Config.max_steps = 8", "Config.checkpoint_every = 100",
+                "OccupancySampler.update_steps = (3, 5)", "OccupancySampler.threshold = 1e-3",
+                "TensoRFField.upsample_steps = (4,)",
+                "TensoRFField.final_resolution = (24, 24, 24)"]
+    config = _config(synthetic_dir, *bindings)
+    state = train.train(config)
+    assert int(state.step) == 8
+    assert state.params["field"]["density_plane_0"].shape == (4, 24, 24)
+    assert state.occupancy.dtype == bool
+    config = _config(synthetic_dir, *bindings, "Config.max_steps = 9")
+    resumed = train.train(config)
+    assert int(resumed.step) == 9
+    assert resumed.params["field"]["density_line_1"].shape == (4, 24)
