@@ -65,6 +65,7 @@ def speed(config, restore: bool = False) -> dict:
         if state is None:
             sys.exit(f"error: no checkpoint in {config.checkpoint_dir}")
         state, step = _GridTraining(model, config, mesh, scene, batcher).resume(state, step)
+    start_step = int(state.step)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
                for _ in range(4)]
@@ -87,7 +88,7 @@ def speed(config, restore: bool = False) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-        "step": int(state.step),
+        "checkpoint_step": start_step,
         "batch_size": config.batch_size,
         "params": int(n_params),
         "train_steps_per_sec": FLAGS.steps / train_time,

@@ -70,3 +70,14 @@ def test_eval_without_a_trained_run(tmp_path):
 def test_bad_config_values(tmp_path, binding, needle):
     line = fails_cleanly(binding, f"Config.checkpoint_dir='{tmp_path}/run'")
     assert needle in line
+
+
+@pytest.mark.parametrize("binding,needle", [
+    ("TensoRFField.density_ranks=(16, 16)", "density_ranks"),
+    ("TensoRFField.upsample_steps=(300, 200)", "strictly increasing"),
+    ("TensoRFField.box_max=(1.5, -1.5, 1.5)", "non-positive size"),
+])
+def test_bad_tensorf_settings_fail_at_start_up(tmp_path, binding, needle):
+    line = fails_cleanly("Model.field=@TensoRFField", binding,
+                         f"Config.checkpoint_dir='{tmp_path}/run'")
+    assert needle in line

@@ -10,8 +10,12 @@ from jaxnerf360 import configs, losses, optim, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields.tensorf import (TensoRFField, resample_factors, resolution_at,
-                                       resolution_schedule)
+from jaxnerf360.fields.tensorf import (
+    TensoRFField,
+    resample_factors,
+    resolution_at,
+    resolution_schedule,
+)
 
 TINY_TENSORF = [
     "TensoRFField.resolution = (16, 16, 16)", "TensoRFField.density_ranks = (4, 4, 4)",

@@ -1,0 +1,27 @@
+"""Every shipped gin config parses, validates and builds its sampler and field."""
+
+from pathlib import Path
+
+import gin
+import pytest
+
+from jaxnerf360 import configs
+from jaxnerf360.model import Model
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.gin"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_parses_and_builds(path):
+    gin.clear_config()
+    try:
+        configs.parse_gin([str(path)], [])
+        config = configs.Config()
+        configs.validate(config, check_dirs=False)
+        model = Model()
+        sampler, field = model.sampler(), model.field()  # runs their start-up checks
+        if hasattr(field, "box_min") and hasattr(sampler, "box_min"):
+            assert tuple(field.box_min) == tuple(sampler.box_min), "field and sampler boxes differ"
+            assert tuple(field.box_max) == tuple(sampler.box_max), "field and sampler boxes differ"
+    finally:
+        gin.clear_config()
