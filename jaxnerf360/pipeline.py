@@ -246,12 +246,12 @@ def grid_schedule(model) -> list:
 
 
 def resolution_at(model, step: int):
-    """The field grid's resolution after `step` steps; None if it never changes."""
-    res = None
-    for at, r in grid_schedule(model):
-        if step >= at:
-            res = r
-    return res
+    """The field grid's resolution after `step` steps; None for fields without a schedule."""
+    if not grid_schedule(model):
+        return None
+    from jaxnerf360.fields.tensorf import resolution_at as field_resolution_at
+
+    return field_resolution_at(model.field(), step)
 
 
 def restore(mgr, model, state, checkpoint_dir: str):
