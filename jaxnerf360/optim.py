@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# Parameters of decomposed grids (TensoRF planes and lines) train with their own rate.
-_GRID_PARAM = re.compile(r"_(plane|line)_\d+$")
+# Parameters of decomposed grids (TensoRF planes and lines, and the mask logits of wavelet
+# planes) train with their own rate.
+_GRID_PARAM = re.compile(r"_(plane|line|planemask|linemask)_\d+$")
 
 
 def log_linear_lr(step, lr_init: float, lr_final: float, max_steps: int,

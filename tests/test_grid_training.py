@@ -37,6 +37,8 @@ TINY_FIELDS = {
             "MLPField.skip_layer = 1", "MLPField.bottleneck_width = 16",
             "MLPField.net_width_viewdirs = 16", "MLPField.max_deg = 4"],
     "tensorf": ["Model.field = @TensoRFField"] + TINY_TENSORF,
+    "wavelet": ["Model.field = @TensoRFField"] + TINY_TENSORF + [
+        "TensoRFField.plane_coding = 'wavelet'", "TensoRFField.wavelet_levels = 2"],
 }
 
 

@@ -34,3 +34,64 @@ def test_quantize_ste_values_lie_on_the_grid_and_gradient_is_identity():
 def test_mask_fraction_is_the_mean_sigmoid():
     a, b = jnp.zeros((3, 4)), jnp.full((5,), 100.0)
     np.testing.assert_allclose(mask_fraction([a, b]), (12 * 0.5 + 5) / 17, rtol=1e-6)
+
+
+def _wavelet_field(**kw):
+    from jaxnerf360.fields.tensorf import TensoRFField
+
+    args = dict(density_ranks=(2, 2, 2), appearance_ranks=(3, 3, 3), resolution=(16, 24, 8),
+                app_dim=5, mlp_width=16, upsample_steps=(), plane_coding="wavelet",
+                wavelet="bior4.4", wavelet_levels=2, density_activation="relu",
+                density_scale=1.0)
+    args.update(kw)
+    return TensoRFField(**args)
+
+
+def test_converted_wavelet_field_renders_like_the_spatial_field():
+    from jaxnerf360.fields.tensorf import mask_name, to_spatial
+
+    field = _wavelet_field()
+    rng = np.random.default_rng(0)
+    pts = jnp.asarray(rng.uniform(-1.4, 1.4, (1, 200, 3)), jnp.float32)
+    dirs = jnp.asarray([[0.0, 0.6, 0.8]])
+    params = field.init(jax.random.PRNGKey(0), pts, None, dirs)["params"]
+    # Random mask logits, so some coefficients are dropped.
+    params = dict(params)
+    for name in list(params):
+        if "mask_" in name:
+            params[name] = jnp.asarray(rng.normal(size=params[name].shape), jnp.float32)
+    assert params[mask_name("density_plane_1")].shape == params["density_plane_1"].shape
+    out = field.apply({"params": params}, pts, None, dirs)
+    spatial = to_spatial(field, params)
+    assert not any("mask_" in k for k in spatial)
+    ref = field.clone(plane_coding="spatial").apply({"params": spatial}, pts, None, dirs)
+    np.testing.assert_allclose(out["density"], ref["density"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["rgb"], ref["rgb"], rtol=1e-5, atol=1e-6)
+
+
+def test_unmasked_unquantised_planes_are_the_inverse_dwt_of_the_coefficients():
+    from jaxnerf360 import wavelets
+    from jaxnerf360.fields.tensorf import decode_factor
+
+    field = _wavelet_field(quantize_bits=0, level_divisor=1.0)
+    coeffs = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 24))
+    plane = decode_factor("appearance_plane_0", coeffs, jnp.ones_like(coeffs),
+                          field.wavelet_settings())
+    np.testing.assert_allclose(plane, wavelets.waverec2(coeffs, "bior4.4", 2), atol=1e-6)
+    zero = decode_factor("appearance_plane_0", coeffs, -jnp.ones_like(coeffs),
+                         field.wavelet_settings())
+    np.testing.assert_array_equal(zero, 0.0)
+
+
+def test_wavelet_settings_are_checked_at_start_up():
+    import pytest
+
+    from jaxnerf360.errors import UserError
+
+    with pytest.raises(UserError, match="upsampling"):
+        _wavelet_field(upsample_steps=(10,), final_resolution=(32, 32, 32))
+    with pytest.raises(UserError):
+        _wavelet_field(wavelet="nonsense")
+    with pytest.raises(UserError, match="wavelet_levels"):
+        _wavelet_field(wavelet_levels=5)
+    assert _wavelet_field(resolution=(15, 17, 8)).resolution == (16, 16, 8)

@@ -17,6 +17,7 @@ features(p) = concat_m [plane_m[r](p_a, p_b) * line_m[r](p_c)]_r @ basis (no bia
 rgb(p, d) = MLP(features, d, PE(features), PE(d))
 """
 
+import re
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -24,9 +25,12 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from jaxnerf360.errors import UserError
 from jaxnerf360.geometry import coord
+
+_FACTOR = re.compile(r"_(plane|line)_\d+$")
 
 # (plane axes, line axis) for each of the three modes.
 MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
@@ -105,6 +109,16 @@ class TensoRFField(nn.Module):
     density_shift: float = -10.0
     density_scale: float = 25.0  # TensoRF's distance_scale, folded into the density
     init_scale: float = 0.1
+    # Masked wavelet planes (issue 4): 'wavelet' stores each plane as packed multi-level DWT
+    # coefficients with trainable binary masks on planes and lines; 'spatial' is TensoRF.
+    plane_coding: str = "spatial"  # spatial | wavelet
+    wavelet: str = "bior4.4"
+    wavelet_levels: int = 4
+    # Stored coefficients of level l (0: coarsest LL) are divided by level_divisor ** l, so
+    # fine details take small steps while the coarse bands train at the grid rate.
+    level_divisor: float = 2.0
+    quantize_bits: int = 8  # quantisation-aware rounding of coefficients; 0 disables
+    mask_init: float = 1.0  # initial mask logit (sigmoid 0.73: every coefficient kept)
 
     def __post_init__(self):
         for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
@@ -129,6 +143,11 @@ class TensoRFField(nn.Module):
                 raise UserError(f"TensoRFField.final_resolution={tuple(self.final_resolution)} "
                                 f"must have 3 entries, each at least resolution="
                                 f"{tuple(self.resolution)}: the schedule only grows the grid")
+        if self.plane_coding not in ("spatial", "wavelet"):
+            raise UserError(f"TensoRFField.plane_coding={self.plane_coding!r} is unknown; use "
+                            "'spatial' or 'wavelet'")
+        if self.plane_coding == "wavelet":
+            self._round_for_wavelets()
         if self.density_activation not in ("softplus", "relu"):
             raise UserError(f"TensoRFField.density_activation={self.density_activation!r} is "
                             "unknown; use 'softplus' or 'relu'")
@@ -137,6 +156,27 @@ class TensoRFField(nn.Module):
             raise UserError(f"TensoRFField box {tuple(self.box_min)} to {tuple(self.box_max)} "
                             "has a non-positive size; box_max must exceed box_min on every axis")
         super().__post_init__()
+
+    def _round_for_wavelets(self):
+        from jaxnerf360 import wavelets
+
+        if self.upsample_steps and self.final_resolution is not None:
+            raise UserError("TensoRFField.plane_coding='wavelet' does not support upsampling "
+                            "yet; set TensoRFField.upsample_steps = () and the final resolution "
+                            "as TensoRFField.resolution")
+        if not 1 <= int(self.wavelet_levels) <= 4:
+            raise UserError(f"TensoRFField.wavelet_levels={self.wavelet_levels} must be 1 to 4")
+        wavelets.filter_bank(self.wavelet)  # an unknown name fails here, at start-up
+        rounded = tuple(wavelets.round_size(int(n), int(self.wavelet_levels))
+                        for n in self.resolution)
+        if rounded != tuple(int(n) for n in self.resolution):
+            key = (tuple(self.resolution), rounded)
+            if key not in _ROUNDING_LOGGED:
+                _ROUNDING_LOGGED.add(key)
+                logging.info("TensoRFField: resolution %s rounded to %s (divisible by 2^%d for "
+                             "the wavelet levels)", tuple(self.resolution), rounded,
+                             self.wavelet_levels)
+            object.__setattr__(self, "resolution", rounded)
 
     def _factors(self, name, ranks):
         init = nn.initializers.normal(self.init_scale)
@@ -150,8 +190,17 @@ class TensoRFField(nn.Module):
                     value = self.get_variable("params", key)
                 else:
                     value = self.param(key, init, shape)
+                if self.plane_coding == "wavelet":
+                    logits = self.param(mask_name(key), nn.initializers.constant(self.mask_init),
+                                        value.shape)
+                    value = decode_factor(key, value, logits, self.wavelet_settings())
                 (planes if "plane" in key else lines).append(value)
         return planes, lines
+
+    def wavelet_settings(self) -> dict:
+        """The settings `decode_factor` needs (wavelet coding only)."""
+        return {"wavelet": self.wavelet, "levels": int(self.wavelet_levels),
+                "level_divisor": float(self.level_divisor), "bits": int(self.quantize_bits)}
 
     @nn.compact
     def __call__(self, means, covs, viewdirs=None):
@@ -186,6 +235,54 @@ class TensoRFField(nn.Module):
         x = nn.relu(nn.Dense(self.mlp_width)(x))
         out["rgb"] = jax.nn.sigmoid(nn.Dense(3)(x)).reshape(batch + (3,))
         return out
+
+
+_ROUNDING_LOGGED: set = set()
+
+
+def mask_name(factor_name: str) -> str:
+    """The parameter holding the mask logits of a factor: density_plane_0 -> density_planemask_0."""
+    return factor_name.replace("_plane_", "_planemask_").replace("_line_", "_linemask_")
+
+
+def decode_factor(name: str, stored, logits, settings: dict):
+    """The spatial plane or line that stored coefficients and mask logits represent.
+
+    Planes: per-level scaling, quantisation-aware rounding, the straight-through binary mask,
+    then the inverse DWT (`[R, Na, Nb]` packed coefficients in, spatial plane out). Lines are
+    stored spatially: rounding and mask only.
+    """
+    from jaxnerf360 import wavelets
+    from jaxnerf360.fields.wavelet import binary_mask, quantize_ste
+
+    x = stored
+    is_plane = "_plane_" in name
+    if is_plane:
+        level = wavelets.level_of(stored.shape[-2:], settings["levels"])
+        x = x / jnp.asarray(settings["level_divisor"] ** level, x.dtype)
+    if settings["bits"] > 0:
+        x = quantize_ste(x, settings["bits"])
+    x = x * binary_mask(logits)
+    if is_plane:
+        x = wavelets.waverec2(x, settings["wavelet"], settings["levels"])
+    return x
+
+
+def to_spatial(field: "TensoRFField", params) -> dict:
+    """A wavelet field's parameters converted once into a spatial VM field's (same renders).
+
+    Applies the masks and the inverse DWT; the result renders with
+    `field.clone(plane_coding='spatial')` at plain VM speed.
+    """
+    settings = field.wavelet_settings()
+    out = {}
+    for name, value in params.items():
+        if "mask_" in name:
+            continue
+        if _FACTOR.search(name):
+            value = decode_factor(name, value, params[mask_name(name)], settings)
+        out[name] = value
+    return out
 
 
 def _resample_axis(x, axis: int, n_new: int):
