@@ -62,6 +62,9 @@ class Config:
     l1_density_switch_step: int = 0
     tv_density_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_density
     tv_appearance_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_app
+    # Masked wavelet planes: weight on the expected fraction of kept coefficients (mean
+    # sigmoid of the mask logits, in [0, 1]); larger gives sparser, smaller files.
+    mask_loss_mult: float = 0.0
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
@@ -139,7 +142,7 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         if not (getattr(config, a) > 0 and getattr(config, b) > 0):
             raise UserError(f"Config.{a}/{b} must be positive, got {getattr(config, a)}, "
                             f"{getattr(config, b)}")
-    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult"):
+    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult"):
         if getattr(config, name) < 0:
             raise UserError(f"Config.{name}={getattr(config, name)} must be non-negative")
 

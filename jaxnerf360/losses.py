@@ -39,7 +39,7 @@ def distortion(sdist, weights):
 
 
 def grid_regularizers(field_params, config, step, grid_lr_ratio):
-    """TensoRF's weighted L1 (density factors) and TV (planes) terms: (total, {name: value}).
+    """Weighted grid terms, (total, {name: value}): TensoRF's L1 and TV, and the mask penalty.
 
     The L1 weight switches to `l1_density_mult_rest` at `l1_density_switch_step`; the TV
     weights are scaled by `grid_lr_ratio` (the grid learning rate over its initial value).
@@ -59,4 +59,10 @@ def grid_regularizers(field_params, config, step, grid_lr_ratio):
         if mult > 0:
             parts[f"tv_{prefix}"] = tensorf.tv_planes(field_params, prefix)
             total += mult * grid_lr_ratio * parts[f"tv_{prefix}"]
+    if config.mask_loss_mult > 0:
+        from jaxnerf360.fields.wavelet import mask_fraction
+
+        logits = [v for k, v in field_params.items() if "mask_" in k]
+        parts["mask_fraction"] = mask_fraction(logits)
+        total += config.mask_loss_mult * parts["mask_fraction"]
     return total, parts

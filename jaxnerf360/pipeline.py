@@ -233,6 +233,9 @@ def check_regularizers(config, params) -> None:
     if wanted and "density_plane_0" not in params.get("field", {}):
         raise UserError(f"Config.{wanted[0]} > 0 needs a field with grid factors "
                         "(Model.field = @TensoRFField); set it to 0 for this field")
+    if config.mask_loss_mult > 0 and "density_planemask_0" not in params.get("field", {}):
+        raise UserError("Config.mask_loss_mult > 0 needs masked wavelet planes "
+                        "(TensoRFField.plane_coding = 'wavelet'); set it to 0 for this field")
 
 
 def grid_schedule(model) -> list:

@@ -95,3 +95,18 @@ def test_wavelet_settings_are_checked_at_start_up():
     with pytest.raises(UserError, match="wavelet_levels"):
         _wavelet_field(wavelet_levels=5)
     assert _wavelet_field(resolution=(15, 17, 8)).resolution == (16, 16, 8)
+
+
+def test_mask_penalty_enters_the_loss_with_its_weight():
+    from types import SimpleNamespace
+
+    from jaxnerf360 import losses
+
+    config = SimpleNamespace(l1_density_mult=0.0, l1_density_mult_rest=None,
+                             l1_density_switch_step=0, tv_density_mult=0.0,
+                             tv_appearance_mult=0.0, mask_loss_mult=0.5)
+    params = {"density_plane_0": jnp.ones((2, 4, 4)), "density_planemask_0": jnp.zeros((2, 4, 4)),
+              "density_linemask_0": jnp.full((2, 4), 100.0)}
+    total, parts = losses.grid_regularizers(params, config, 0, 1.0)
+    np.testing.assert_allclose(parts["mask_fraction"], (32 * 0.5 + 8) / 40, rtol=1e-6)
+    np.testing.assert_allclose(total, 0.5 * parts["mask_fraction"], rtol=1e-6)
