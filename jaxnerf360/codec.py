@@ -476,6 +476,8 @@ def _check_entry(entry, keys: set, data_len: int, seen: set) -> None:
 def _decode_tensor(entry: dict, blob: memoryview, max_elements: int) -> np.ndarray:
     """The ndarray of one validated tensor entry."""
     name, kind, dtype, shape = entry["name"], entry["kind"], entry["dtype"], entry["shape"]
+    if not isinstance(kind, str) or not isinstance(dtype, str):
+        raise UserError(f"tensor {name!r}: kind and dtype must be strings")
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise UserError(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} dims")
     if not all(_is_int(d) and d >= 0 for d in shape):
