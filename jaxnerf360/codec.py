@@ -376,15 +376,20 @@ def decode_masked(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     n = 1
     for d in shape:
         n *= d
-    if n > max_elements:
+    if n > max_elements or any(d > max_elements for d in shape):
         raise UserError(f"masked record: shape {shape} has {n} elements, over {max_elements}")
     scale, offset = r.unpack("<ff")
     if not (np.isfinite(scale) and np.isfinite(offset) and scale >= 0):
         raise UserError(f"masked record: invalid scale {scale} or offset {offset}")
     first_bit, mask_len = r.unpack("<BQ")
-    runs = huffman_decode(r.take(mask_len))
-    mask = rle_decode(first_bit, runs, n).reshape(shape)
-    q = huffman_decode(r.take(len(r.data) - r.pos))
+    try:
+        mask = rle_decode(first_bit, huffman_decode(r.take(mask_len)), n).reshape(shape)
+    except UserError as e:
+        raise UserError(f"masked record: mask: {e}") from None
+    try:
+        q = huffman_decode(r.take(len(r.data) - r.pos))
+    except UserError as e:
+        raise UserError(f"masked record: values: {e}") from None
     k = int(mask.sum())
     if q.size != k:
         raise UserError(f"masked record: {q.size} values for {k} mask entries")
@@ -485,7 +490,7 @@ def _decode_tensor(entry: dict, blob: memoryview, max_elements: int) -> np.ndarr
     n = 1
     for d in shape:
         n *= d
-    if n > max_elements:
+    if n > max_elements or any(d > max_elements for d in shape):  # [0, 2**70] is empty yet absurd.
         raise UserError(f"tensor {name!r}: shape {shape} has {n} elements, over {max_elements}")
     if kind == "raw":
         if dtype not in _RAW_DTYPES:

@@ -245,6 +245,13 @@ def test_masked_record_helpers():
         codec.encode_masked(values, np.ones((5, 4), bool))
     with pytest.raises(UserError, match="over"):
         codec.decode_masked(codec.encode_masked(values, values > 0), max_elements=10)
+    record = bytearray(codec.encode_masked(values, values > 0))
+    record[1 : 1 + 16] = struct.pack("<QQ", 0, 2**64 - 1)  # Zero elements, absurd dimension.
+    with pytest.raises(UserError, match="over"):
+        codec.decode_masked(bytes(record))
+    record = codec.encode_masked(values, values > 0)
+    with pytest.raises(UserError, match="values: Huffman data"):
+        codec.decode_masked(record[:-1])
 
 
 def test_write_scene_rejects_bad_tensors(tmp_path):
@@ -306,6 +313,7 @@ def test_read_scene_damaged_files(scene_file, tmp_path):
         ("shape", [5, 8], "needs 80 bytes"),  # mlp/w16 is 5x7 float16: 70 bytes.
         ("shape", "5x7", "shape"),
         ("shape", [True, 7], "non-negative integers"),
+        ("shape", [0, 2**70], "elements"),
         ("offset", 10**9, "outside"),
         ("offset", -1, "non-negative"),
         ("length", 10**9, "outside"),
@@ -358,7 +366,8 @@ def _mutate(rng, data, header, records):
     entries = header["tensors"] + header["text"]
     entry = entries[rng.integers(len(entries))]
     key = list(entry)[rng.integers(len(entry))]
-    options = [0, -1, 1, 2**31, 2**64, 10**20, 3.5, None, "x", [], [3], [2**40, 2**40], True]
+    options = [0, -1, 1, 2**31, 2**64, 10**20, 3.5, None, "x", True]
+    options += [[], [3], [2**40, 2**40], [0, 2**70]]
     entry[key] = options[rng.integers(len(options))]
     if key in ("offset", "length") and rng.integers(2):
         entry[key] = int(rng.integers(0, len(records) + 10))
