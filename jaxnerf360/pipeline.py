@@ -58,23 +58,24 @@ def init_state(model: Model, tx: optax.GradientTransformation, seed: int) -> Tra
                       occupancy=occ)
 
 
-def resize_grids(state: TrainState, resolution) -> TrainState:
-    """The state with the field's VM factors, and their optimiser moments, resampled.
+def resize_grids(state: TrainState, resolution, field) -> TrainState:
+    """The state with the field's grid factors, and their optimiser moments, resampled.
 
-    TensoRF's upsampling as a pure function: factors are linearly resampled to `resolution`
-    (x, y, z) and so are Adam's first and second moments for them, so optimisation goes on
-    smoothly; every other leaf (networks, step counts) is unchanged.
+    TensoRF's upsampling as a pure function: factors are resampled to `resolution` (x, y, z)
+    by `field.resize_factor`, and so are Adam's first and second moments for them, so
+    optimisation goes on smoothly; every other leaf (networks, step counts) is unchanged.
     """
-    from jaxnerf360.fields.tensorf import resample_factor
+    def resizer(moment):
+        def resize(path, leaf):
+            keys = [getattr(k, "key", None) for k in path]
+            if "field" not in keys or not optim.is_grid_param(path):
+                return leaf
+            return field.resize_factor(str(keys[-1]), leaf, resolution, moment=moment)
+        return resize
 
-    def resize(path, leaf):
-        keys = [getattr(k, "key", None) for k in path]
-        if "field" not in keys or not optim.is_grid_param(path):
-            return leaf
-        return resample_factor(str(keys[-1]), leaf, resolution)
-
-    return state.replace(params=jax.tree_util.tree_map_with_path(resize, state.params),
-                         opt_state=jax.tree_util.tree_map_with_path(resize, state.opt_state))
+    return state.replace(
+        params=jax.tree_util.tree_map_with_path(resizer(False), state.params),
+        opt_state=jax.tree_util.tree_map_with_path(resizer(True), state.opt_state))
 
 
 def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupancy=None,
@@ -266,7 +267,7 @@ def restore(mgr, model, state, checkpoint_dir: str):
         return None
     resolution = resolution_at(model, step)
     if resolution is not None:
-        state = resize_grids(state, resolution)
+        state = resize_grids(state, resolution, model.field())
     return checkpoints.restore_latest(mgr, state, checkpoint_dir)
 
 

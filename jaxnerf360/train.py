@@ -165,7 +165,8 @@ class _GridTraining:
                 self._filter_rays(state)
             changed = True
         if step in self.upsample:
-            state = parallel.replicate(pipeline.resize_grids(state, self.upsample[step]),
+            state = parallel.replicate(pipeline.resize_grids(state, self.upsample[step],
+                                                             self.model.field()),
                                        self.mesh)
             grid_schedule.log_change("grid upsampled", step, f"resolution {self.upsample[step]}")
             changed = True

@@ -108,12 +108,12 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"])
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    model, state, step = pipeline.setup(config, scene.kind, mesh)
     batch = parallel.to_global(
         pipeline.batch_dict(*RayBatcher(scene, 64, seed=0).next_with_alpha()), mesh)
     state, _ = step(state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
     new_res = (31, 21, 26)
-    grown = pipeline.resize_grids(state, new_res)
+    grown = pipeline.resize_grids(state, new_res, model.field())
     np.testing.assert_allclose(grown.params["field"]["density_plane_1"],
                                resample_factors(state.params["field"], new_res)["density_plane_1"])
     assert grown.params["field"]["appearance_line_0"].shape == (6, 26)

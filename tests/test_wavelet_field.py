@@ -1,10 +1,15 @@
-"""Straight-through mask and quantisation of the masked wavelet planes."""
+"""Masked wavelet planes: straight-through mask and quantisation, decoding, resampling."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxnerf360.fields.wavelet import binary_mask, mask_fraction, quantize_ste
+from jaxnerf360 import wavelets
+from jaxnerf360.errors import UserError
+from jaxnerf360.fields import wavelet
+from jaxnerf360.fields.tensorf import MODES, resample_factor
+from jaxnerf360.fields.wavelet import apply_mask, binary_mask, mask_fraction, quantize_ste
 
 
 def test_binary_mask_forward_is_hard_and_gradient_is_the_sigmoids():
@@ -14,6 +19,28 @@ def test_binary_mask_forward_is_hard_and_gradient_is_the_sigmoids():
     grad = jax.grad(lambda m: jnp.sum(w * binary_mask(m)))(m)
     s = 1 / (1 + np.exp(-np.asarray(m)))
     np.testing.assert_allclose(grad, np.asarray(w) * s * (1 - s), rtol=1e-6)
+
+
+def test_apply_mask_is_hard_forward_with_the_published_soft_gradients():
+    m = jnp.array([-2.0, -1e-9, 0.0, 0.7])
+    x = jnp.array([1.5, -2.0, 3.0, -0.5])
+    np.testing.assert_array_equal(apply_mask(x, m), [0.0, 0.0, 3.0, -0.5])
+    w = jnp.array([0.3, -1.2, 0.8, 2.0])
+    gx, gm = jax.grad(lambda x, m: jnp.sum(w * apply_mask(x, m)), argnums=(0, 1))(x, m)
+    s = 1 / (1 + np.exp(-np.asarray(m, np.float64)))
+    np.testing.assert_allclose(gx, np.asarray(w) * s, rtol=1e-6)  # masked values still learn
+    np.testing.assert_allclose(gm, np.asarray(w * x) * s * (1 - s), rtol=1e-6)
+
+
+def test_quantize_codes_are_what_quantize_ste_rounds_to():
+    x = jax.random.normal(jax.random.PRNGKey(4), (7, 33)) * 0.3 + 0.1
+    codes, scale, offset = wavelet.quantize_codes(x, 8)
+    assert float(codes.min()) == 0 and float(codes.max()) == 255
+    np.testing.assert_array_equal(codes, np.round(codes))
+    np.testing.assert_array_equal(wavelet.dequantize(codes, scale, offset), quantize_ste(x, 8))
+    # Under jit XLA may fuse codes * scale + offset (one rounding instead of two).
+    np.testing.assert_allclose(jax.jit(quantize_ste)(x), quantize_ste(x), rtol=0,
+                               atol=2 * float(scale) * 2**-23 * 255)
 
 
 def test_quantize_ste_values_lie_on_the_grid_and_gradient_is_identity():
@@ -47,54 +74,115 @@ def _wavelet_field(**kw):
     return TensoRFField(**args)
 
 
-def test_converted_wavelet_field_renders_like_the_spatial_field():
-    from jaxnerf360.fields.tensorf import mask_name, to_spatial
-
-    field = _wavelet_field()
-    rng = np.random.default_rng(0)
+def _random_params(field, seed=0, logit_scale=1.0):
+    rng = np.random.default_rng(seed)
     pts = jnp.asarray(rng.uniform(-1.4, 1.4, (1, 200, 3)), jnp.float32)
     dirs = jnp.asarray([[0.0, 0.6, 0.8]])
-    params = field.init(jax.random.PRNGKey(0), pts, None, dirs)["params"]
-    # Random mask logits, so some coefficients are dropped.
-    params = dict(params)
+    params = dict(field.init(jax.random.PRNGKey(seed), pts, None, dirs)["params"])
     for name in list(params):
-        if "mask_" in name:
-            params[name] = jnp.asarray(rng.normal(size=params[name].shape), jnp.float32)
-    assert params[mask_name("density_plane_1")].shape == params["density_plane_1"].shape
+        if wavelet.is_mask(name):  # random logits, so some coefficients are dropped
+            params[name] = jnp.asarray(logit_scale * rng.normal(size=params[name].shape),
+                                       jnp.float32)
+    return params, pts, dirs
+
+
+def test_converted_wavelet_field_renders_like_the_spatial_field():
+    field = _wavelet_field()
+    params, pts, dirs = _random_params(field)
+    assert params["density_planemask_1"].shape == params["density_plane_1"].shape
     out = field.apply({"params": params}, pts, None, dirs)
-    spatial = to_spatial(field, params)
-    assert not any("mask_" in k for k in spatial)
+    spatial = wavelet.to_spatial(params, field.wavelet_settings())
+    assert not any(wavelet.is_mask(k) for k in spatial)
     ref = field.clone(plane_coding="spatial").apply({"params": spatial}, pts, None, dirs)
     np.testing.assert_allclose(out["density"], ref["density"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["rgb"], ref["rgb"], rtol=1e-5, atol=1e-6)
 
 
-def test_unmasked_unquantised_planes_are_the_inverse_dwt_of_the_coefficients():
-    from jaxnerf360 import wavelets
-    from jaxnerf360.fields.tensorf import decode_factor
-
-    field = _wavelet_field(quantize_bits=0, level_divisor=1.0)
+def test_unquantised_planes_are_the_inverse_dwt_of_the_scaled_masked_coefficients():
+    field = _wavelet_field(quantize_bits=0, level_divisors=(1.0, 2.0, 4.0))
     coeffs = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 24))
-    plane = decode_factor("appearance_plane_0", coeffs, jnp.ones_like(coeffs),
-                          field.wavelet_settings())
-    np.testing.assert_allclose(plane, wavelets.waverec2(coeffs, "bior4.4", 2), atol=1e-6)
-    zero = decode_factor("appearance_plane_0", coeffs, -jnp.ones_like(coeffs),
-                         field.wavelet_settings())
-    np.testing.assert_array_equal(zero, 0.0)
+    logits = jax.random.normal(jax.random.PRNGKey(2), (3, 16, 24))
+    plane = wavelet.decode_factor("appearance_plane_0", coeffs, logits, field.wavelet_settings())
+    level = wavelets.level_of((16, 24), 2)
+    scaled = np.where(np.asarray(logits) >= 0, np.asarray(coeffs), 0) / (2.0 ** level)
+    np.testing.assert_allclose(plane, wavelets.waverec2(scaled, "bior4.4", 2), atol=1e-6)
+    line = wavelet.decode_factor("density_line_2", coeffs[:, 0], logits[:, 0],
+                                 field.wavelet_settings())  # lines stay spatial
+    np.testing.assert_array_equal(line, np.where(logits[:, 0] >= 0, coeffs[:, 0], 0))
+
+
+def test_default_level_divisors_are_the_published_ones():
+    np.testing.assert_array_equal(wavelet.level_divisors(4), [1, 2, 3, 4, 5])
+    with pytest.raises(UserError, match="level_divisors"):
+        wavelet.level_divisors(2, (1.0, 2.0))
+    with pytest.raises(UserError, match="level_divisors"):
+        _wavelet_field(level_divisors=(1.0, 0.0, 2.0))
+
+
+def test_resampled_bands_keep_every_coefficient_in_its_level_and_band():
+    levels = 3
+    level = wavelets.level_of((16, 24), levels).astype(np.float32)
+    # A map that is constant on each layout block: its resampling must be the new layout's.
+    band = np.zeros((16, 24), np.float32)
+    band[8:, :12], band[:8, 12:], band[8:, 12:] = 1, 2, 3  # finest cH, cV, cD
+    grown = wavelet.resample_bands(jnp.asarray(np.stack([level, band])), (40, 32), levels)
+    np.testing.assert_array_equal(grown[0], wavelets.level_of((40, 32), levels))
+    want = np.zeros((40, 32))
+    want[20:, :16], want[:20, 16:], want[20:, 16:] = 1, 2, 3
+    np.testing.assert_array_equal(grown[1], want)
+    moments = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 16, 24)), jnp.float32)
+    assert float(wavelet.resample_bands(moments, (32, 48), levels).min()) >= 0
+
+
+@pytest.mark.parametrize("name", ["haar", "bior4.4"])
+def test_resampled_coefficients_represent_the_resampled_spatial_plane(name):
+    field = _wavelet_field(wavelet=name, quantize_bits=0)
+    settings = field.wavelet_settings()
+    coeffs = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 24))
+    keep = jnp.ones_like(coeffs)
+    grown = wavelet.resample_coefficients(coeffs, (28, 40), settings)
+    assert grown.shape == (2, 28, 40)
+    old = wavelet.decode_factor("density_plane_0", coeffs, keep, settings)
+    new = wavelet.decode_factor("density_plane_0", grown, jnp.ones_like(grown), settings)
+    want = resample_factor("density_plane_0", old, (28, 40, 99))
+    np.testing.assert_allclose(new, want, atol=1e-5)
+
+
+def test_upsampled_wavelet_field_keeps_its_spatial_field_at_the_new_grid_points():
+    field = _wavelet_field(quantize_bits=0)
+    params, pts, dirs = _random_params(field)
+    params = {k: (jnp.abs(v) + 0.1 if wavelet.is_mask(k) else v) for k, v in params.items()}
+    new_res = (32, 40, 16)
+    grown = {k: field.resize_factor(k, v, new_res) for k, v in params.items()}
+    assert grown["appearance_plane_0"].shape == (3, 32, 40)
+    assert grown["appearance_planemask_2"].shape == (3, 40, 16)
+    assert grown["density_linemask_0"].shape == (2, 16)
+    old = wavelet.to_spatial(params, field.wavelet_settings())
+    new = wavelet.to_spatial(grown, field.wavelet_settings())
+    for m in range(len(MODES)):
+        for kind in ("density", "appearance"):
+            want = resample_factor(f"{kind}_plane_{m}", old[f"{kind}_plane_{m}"], new_res)
+            np.testing.assert_allclose(new[f"{kind}_plane_{m}"], want, atol=1e-5)
+            want = resample_factor(f"{kind}_line_{m}", old[f"{kind}_line_{m}"], new_res)
+            np.testing.assert_allclose(new[f"{kind}_line_{m}"], want, atol=1e-6)
+    # The grown parameters render (the field reads the stored shapes).
+    out = field.apply({"params": grown}, pts, None, dirs)
+    assert np.all(np.isfinite(out["rgb"]))
 
 
 def test_wavelet_settings_are_checked_at_start_up():
-    import pytest
-
-    from jaxnerf360.errors import UserError
-
-    with pytest.raises(UserError, match="upsampling"):
-        _wavelet_field(upsample_steps=(10,), final_resolution=(32, 32, 32))
     with pytest.raises(UserError):
         _wavelet_field(wavelet="nonsense")
     with pytest.raises(UserError, match="wavelet_levels"):
         _wavelet_field(wavelet_levels=5)
+    with pytest.raises(UserError, match="quantize_bits"):
+        _wavelet_field(quantize_bits=12)
     assert _wavelet_field(resolution=(15, 17, 8)).resolution == (16, 16, 8)
+    from jaxnerf360.fields.tensorf import resolution_schedule
+
+    grown = _wavelet_field(resolution=(16, 16, 16), upsample_steps=(10, 20),
+                           final_resolution=(50, 50, 50))
+    assert [r for _, r in resolution_schedule(grown)] == [(28, 28, 28), (52, 52, 52)]
 
 
 def test_mask_penalty_enters_the_loss_with_its_weight():

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jaxnerf360 import wavelets
 from jaxnerf360.errors import UserError
+from jaxnerf360.fields import wavelet
 from jaxnerf360.geometry import coord
-
-_FACTOR = re.compile(r"_(plane|line)_\d+$")
 
 # (plane axes, line axis) for each of the three modes.
 MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
@@ -109,16 +109,18 @@ class TensoRFField(nn.Module):
     density_shift: float = -10.0
     density_scale: float = 25.0  # TensoRF's distance_scale, folded into the density
     init_scale: float = 0.1
-    # Masked wavelet planes (issue 4): 'wavelet' stores each plane as packed multi-level DWT
-    # coefficients with trainable binary masks on planes and lines; 'spatial' is TensoRF.
+    # Masked wavelet planes (jaxnerf360/fields/wavelet.py): 'wavelet' stores each plane as
+    # packed multi-level DWT coefficients, with trainable binary masks on planes and lines and
+    # 8-bit quantisation-aware rounding; 'spatial' is TensoRF. Grid sizes are rounded to
+    # multiples of 2^wavelet_levels.
     plane_coding: str = "spatial"  # spatial | wavelet
-    wavelet: str = "bior4.4"
+    wavelet: str = "bior4.4"  # any PyWavelets discrete wavelet: haar, db2, bior4.4, ...
     wavelet_levels: int = 4
-    # Stored coefficients of level l (0: coarsest LL) are divided by level_divisor ** l, so
-    # fine details take small steps while the coarse bands train at the grid rate.
-    level_divisor: float = 2.0
-    quantize_bits: int = 8  # quantisation-aware rounding of coefficients; 0 disables
-    mask_init: float = 1.0  # initial mask logit (sigmoid 0.73: every coefficient kept)
+    # Stored coefficients of level l (0: coarsest LL, then coarse to fine details) are divided
+    # by level_divisors[l] before the inverse DWT; None: 1, 2, ..., levels + 1 (published).
+    level_divisors: Sequence[float] | None = None
+    quantize_bits: int = 8  # quantisation-aware rounding of stored values; 0 disables
+    mask_init: float = 0.0  # initial mask logit: 0 keeps every coefficient, on the edge
 
     def __post_init__(self):
         for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
@@ -158,25 +160,25 @@ class TensoRFField(nn.Module):
         super().__post_init__()
 
     def _round_for_wavelets(self):
-        from jaxnerf360 import wavelets
+        from jaxnerf360.fields.wavelet import level_divisors
 
-        if self.upsample_steps and self.final_resolution is not None:
-            raise UserError("TensoRFField.plane_coding='wavelet' does not support upsampling "
-                            "yet; set TensoRFField.upsample_steps = () and the final resolution "
-                            "as TensoRFField.resolution")
         if not 1 <= int(self.wavelet_levels) <= 4:
             raise UserError(f"TensoRFField.wavelet_levels={self.wavelet_levels} must be 1 to 4")
-        wavelets.filter_bank(self.wavelet)  # an unknown name fails here, at start-up
-        rounded = tuple(wavelets.round_size(int(n), int(self.wavelet_levels))
-                        for n in self.resolution)
+        if int(self.quantize_bits) not in (0, *range(2, 9)):
+            raise UserError(f"TensoRFField.quantize_bits={self.quantize_bits} must be 2 to 8, "
+                            "or 0 for no quantisation")
+        wavelets.filter_bank(self.wavelet, "TensoRFField.wavelet")  # fails here, at start-up
+        level_divisors(int(self.wavelet_levels), self.level_divisors)
+        rounded = self.round_resolution(self.resolution)
         if rounded != tuple(int(n) for n in self.resolution):
-            key = (tuple(self.resolution), rounded)
-            if key not in _ROUNDING_LOGGED:
-                _ROUNDING_LOGGED.add(key)
-                logging.info("TensoRFField: resolution %s rounded to %s (divisible by 2^%d for "
-                             "the wavelet levels)", tuple(self.resolution), rounded,
-                             self.wavelet_levels)
+            _log_rounding(tuple(self.resolution), rounded, self.wavelet_levels)
             object.__setattr__(self, "resolution", rounded)
+
+    def round_resolution(self, resolution) -> tuple:
+        """`resolution` as the field stores it: multiples of 2^levels for wavelet planes."""
+        if self.plane_coding != "wavelet":
+            return tuple(int(n) for n in resolution)
+        return tuple(wavelets.round_size(int(n), int(self.wavelet_levels)) for n in resolution)
 
     def _factors(self, name, ranks):
         init = nn.initializers.normal(self.init_scale)
@@ -191,16 +193,38 @@ class TensoRFField(nn.Module):
                 else:
                     value = self.param(key, init, shape)
                 if self.plane_coding == "wavelet":
-                    logits = self.param(mask_name(key), nn.initializers.constant(self.mask_init),
-                                        value.shape)
-                    value = decode_factor(key, value, logits, self.wavelet_settings())
+                    logits = self._mask_logits(key, value.shape)
+                    value = wavelet.decode_factor(key, value, logits, self.wavelet_settings())
                 (planes if "plane" in key else lines).append(value)
         return planes, lines
 
+    def _mask_logits(self, key, shape):
+        name = wavelet.mask_name(key)
+        if self.has_variable("params", name):
+            return self.get_variable("params", name)
+        return self.param(name, nn.initializers.constant(self.mask_init), shape)
+
     def wavelet_settings(self) -> dict:
-        """The settings `decode_factor` needs (wavelet coding only)."""
+        """The settings of `fields.wavelet` functions (wavelet coding only)."""
+        divisors = None if self.level_divisors is None else tuple(self.level_divisors)
         return {"wavelet": self.wavelet, "levels": int(self.wavelet_levels),
-                "level_divisor": float(self.level_divisor), "bits": int(self.quantize_bits)}
+                "divisors": divisors, "bits": int(self.quantize_bits)}
+
+    def resize_factor(self, name: str, value, resolution, moment: bool = False):
+        """A parameter (or, with `moment`, an Adam moment of it) resampled to `resolution`.
+
+        Spatial factors are resampled linearly (`resample_factor`). Wavelet planes are
+        resampled as the spatial planes they represent; their masks, and the moments of planes
+        and masks, band by band (see `fields.wavelet`).
+        """
+        m = _plane_mode(name)
+        if self.plane_coding != "wavelet" or m is None:
+            return resample_factor(name, value, resolution)
+        (a, b), _ = MODES[m]
+        hw = (int(resolution[a]), int(resolution[b]))
+        if moment or wavelet.is_mask(name):
+            return wavelet.resample_bands(value, hw, int(self.wavelet_levels))
+        return wavelet.resample_coefficients(value, hw, self.wavelet_settings())
 
     @nn.compact
     def __call__(self, means, covs, viewdirs=None):
@@ -240,63 +264,35 @@ class TensoRFField(nn.Module):
 _ROUNDING_LOGGED: set = set()
 
 
-def mask_name(factor_name: str) -> str:
-    """The parameter holding the mask logits of a factor: density_plane_0 -> density_planemask_0."""
-    return factor_name.replace("_plane_", "_planemask_").replace("_line_", "_linemask_")
+def _log_rounding(requested, rounded, levels) -> None:
+    """Logs once per (requested, rounded) pair that a grid size was rounded for wavelets."""
+    if (requested, rounded) not in _ROUNDING_LOGGED:
+        _ROUNDING_LOGGED.add((requested, rounded))
+        logging.info("TensoRFField: grid %s rounded to %s (divisible by 2^%d for the wavelet "
+                     "levels)", requested, rounded, levels)
 
 
-def decode_factor(name: str, stored, logits, settings: dict):
-    """The spatial plane or line that stored coefficients and mask logits represent.
-
-    Planes: per-level scaling, quantisation-aware rounding, the straight-through binary mask,
-    then the inverse DWT (`[R, Na, Nb]` packed coefficients in, spatial plane out). Lines are
-    stored spatially: rounding and mask only.
-    """
-    from jaxnerf360 import wavelets
-    from jaxnerf360.fields.wavelet import binary_mask, quantize_ste
-
-    x = stored
-    is_plane = "_plane_" in name
-    if is_plane:
-        level = wavelets.level_of(stored.shape[-2:], settings["levels"])
-        x = x / jnp.asarray(settings["level_divisor"] ** level, x.dtype)
-    if settings["bits"] > 0:
-        x = quantize_ste(x, settings["bits"])
-    x = x * binary_mask(logits)
-    if is_plane:
-        x = wavelets.waverec2(x, settings["wavelet"], settings["levels"])
-    return x
+def _plane_mode(name: str) -> int | None:
+    """The mode m of a plane or plane-mask parameter name (`..._plane_m`), else None."""
+    match = re.search(r"_plane(?:mask)?_(\d)$", name)
+    return int(match.group(1)) if match else None
 
 
-def to_spatial(field: "TensoRFField", params) -> dict:
-    """A wavelet field's parameters converted once into a spatial VM field's (same renders).
-
-    Applies the masks and the inverse DWT; the result renders with
-    `field.clone(plane_coding='spatial')` at plain VM speed.
-    """
-    settings = field.wavelet_settings()
-    out = {}
-    for name, value in params.items():
-        if "mask_" in name:
-            continue
-        if _FACTOR.search(name):
-            value = decode_factor(name, value, params[mask_name(name)], settings)
-        out[name] = value
-    return out
-
-
-def _resample_axis(x, axis: int, n_new: int):
+def resample_axis(x, axis: int, n_new: int):
     """Linear resampling of `x` along `axis` to `n_new` corner-aligned grid points."""
     return _lerp(x, jnp.linspace(0.0, x.shape[axis] - 1, n_new), axis)
 
 
 def resample_factor(name: str, value, resolution: Sequence[int]):
-    """`value` resampled to `resolution` (x, y, z) if `name` is a VM plane or line, else as is."""
+    """`value` resampled to `resolution` (x, y, z) if `name` is a VM plane or line, else as is.
+
+    Mask logits (`_planemask_`, `_linemask_`) are resampled like their factors.
+    """
     for m, ((a, b), c) in enumerate(MODES):
-        if name.endswith(f"_plane_{m}"):
-            return _resample_axis(_resample_axis(value, 1, resolution[a]), 2, resolution[b])
-        if name.endswith(f"_line_{m}"):
-            return _resample_axis(value, 1, resolution[c])
+        if re.search(f"_plane(mask)?_{m}$", name):
+            return resample_axis(resample_axis(value, 1, resolution[a]), 2, resolution[b])
+        if re.search(f"_line(mask)?_{m}$", name):
+            return resample_axis(value, 1, resolution[c])
     return value
 
 
@@ -333,7 +329,11 @@ def resolution_schedule(field: "TensoRFField") -> list:
             res = final
         else:
             res = np.minimum(np.round(start * ratio ** (k / count / 3.0)), final)
-        out.append((int(step), tuple(int(n) for n in res)))
+        res = tuple(int(n) for n in res)
+        stored = field.round_resolution(res)
+        if stored != res:
+            _log_rounding(res, stored, field.wavelet_levels)
+        out.append((int(step), stored))
     return out
 
 

@@ -1,42 +1,200 @@
 """Masked wavelet planes (Rho et al., "Masked Wavelet Representation for Compact NeRF").
 
-This module holds the pieces applied to the stored coefficients at every step: the
-trainable binary mask and 8-bit quantisation-aware rounding, both with straight-through
-gradients, and the mask sparsity penalty. The transforms are in `jaxnerf360.wavelets`.
+`TensoRFField(plane_coding='wavelet')` stores every VM plane `[R, Na, Nb]` as packed multi-level
+2D DWT coefficients (the layout of `jaxnerf360.wavelets.wavedec2`) and every line `[R, N]`
+spatially, each with one trainable mask logit per entry. At every step a factor is decoded as
+
+    stored --quantise (8-bit, STE)--> --mask (hard forward, sigmoid backward)-->
+           --divide level l by divisors[l]--> --inverse DWT (planes only)--> spatial factor
+
+and sampled as in a plain VM field. Quantising the *stored* values (before the per-level
+division) gives every level the same 256-step grid relative to its trained range. The
+functions here are pure: decoding, conversion to a spatial field, the codes a compressed file
+stores, and resampling for the upsampling schedule.
 """
+
+import re
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxnerf360 import wavelets
+from jaxnerf360.errors import UserError
 
 
 def binary_mask(logits):
-    """1[sigmoid(m) >= 0.5] forward, d sigmoid(m)/dm backward (straight-through), `[...]`."""
+    """1[sigmoid(m) >= 0.5] (that is, m >= 0) forward, d sigmoid(m)/dm backward, `[...]`."""
     soft = jax.nn.sigmoid(logits)
-    hard = (soft >= 0.5).astype(soft.dtype)
-    return soft + jax.lax.stop_gradient(hard - soft)
+    hard = (logits >= 0).astype(soft.dtype)
+    return hard + (soft - jax.lax.stop_gradient(soft))  # exactly `hard` forward
+
+
+def apply_mask(x, logits):
+    """x * 1[m >= 0] forward; gradients of x * sigmoid(m) backward (the published STE).
+
+    Masked-out values keep learning (at sigmoid(m) of the rate), so a mask that turns back
+    on finds an up-to-date coefficient; the logits get x * sigmoid'(m) times the upstream.
+    """
+    soft = x * jax.nn.sigmoid(logits)
+    hard = jax.lax.stop_gradient(jnp.where(logits >= 0, x, jnp.zeros_like(x)))
+    return hard + (soft - jax.lax.stop_gradient(soft))
+
+
+def quantize_codes(x, bits: int = 8):
+    """Affine min/max codes of `x [...]`: (float codes in [0, 2^bits - 1], scale, offset).
+
+    float32 arithmetic, the same whether called by the field (under jit) or by the codec, so a
+    compressed file stores exactly the training grid: value = codes * scale + offset.
+    """
+    lo = jnp.min(x)
+    hi = jnp.max(x)
+    levels = 2**bits - 1
+    scale = jnp.where(hi > lo, (hi - lo) / levels, jnp.ones_like(hi))
+    return jnp.round((x - lo) / scale), scale, lo
+
+
+def dequantize(codes, scale, offset):
+    """Values `[...]` of codes from `quantize_codes`: codes * scale + offset (float32)."""
+    return jnp.asarray(codes, jnp.float32) * scale + offset
 
 
 def quantize_ste(x, bits: int = 8):
-    """`x` rounded to 2^bits levels between its min and max; identity gradient (STE).
-
-    The range is a constant for the gradient, so this is exactly the value a codec storing
-    `bits`-bit codes with a float scale and offset reproduces.
-    """
-    lo = jax.lax.stop_gradient(jnp.min(x))
-    hi = jax.lax.stop_gradient(jnp.max(x))
-    levels = 2**bits - 1
-    scale = jnp.where(hi > lo, (hi - lo) / levels, 1.0)
-    q = jnp.round((x - lo) / scale) * scale + lo
-    return x + jax.lax.stop_gradient(q - x)
+    """`x` rounded to 2^bits levels between its min and max; identity gradient (STE)."""
+    codes, scale, offset = quantize_codes(jax.lax.stop_gradient(x), bits)
+    return dequantize(codes, scale, offset) + (x - jax.lax.stop_gradient(x))
 
 
 def mask_fraction(logits_list):
     """The expected fraction of kept coefficients, mean of sigmoid(m) over every mask logit.
 
-    A differentiable proxy for the fraction of non-zero coefficients, in [0, 1]: a weight w on
-    it trades w of loss for keeping every coefficient (the published code puts ~1e-10 on a
-    raw sum of logits and leans on Adam's normalisation; this keeps the weight's meaning).
+    A differentiable proxy for the fraction of non-zero coefficients, in [0, 1], so a weight w
+    trades w of loss for keeping every coefficient, whatever the grid size. The published code
+    puts ~1e-10 on the raw *sum* of logits: a constant gradient of 1e-10 per logit, which Adam
+    (epsilon 1e-8) turns into a slow drift. Here each logit gets w sigmoid'(m) / N (N logits in
+    all), so w = 4e-10 N gives the published push at m = 0 (w ~ 1e-3 for N ~ 2.5M).
     """
     total = sum(jnp.sum(jax.nn.sigmoid(m)) for m in logits_list)
     count = sum(m.size for m in logits_list)
     return total / count
+
+
+def level_divisors(levels: int, divisors: Sequence[float] | None = None) -> np.ndarray:
+    """float32 `[levels + 1]`: the divisor of each level (0: coarsest LL, `levels`: finest).
+
+    None gives the published scaling 1, 2, ..., levels + 1: finer details take smaller steps,
+    so every level trains at a useful rate.
+    """
+    if divisors is None:
+        return np.arange(1, levels + 2, dtype=np.float32)
+    out = np.asarray(divisors, np.float64)
+    if out.shape != (levels + 1,) or not np.all(np.isfinite(out)) or np.any(out <= 0):
+        raise UserError(f"TensoRFField.level_divisors={tuple(divisors)} needs wavelet_levels + 1 "
+                        f"= {levels + 1} positive numbers (coarsest LL first), or None for "
+                        "1, 2, ..., levels + 1")
+    return out.astype(np.float32)
+
+
+def divisor_map(shape_hw, settings: dict) -> np.ndarray:
+    """float32 `[H, W]`: the divisor of each packed coefficient of a plane."""
+    table = level_divisors(settings["levels"], settings["divisors"])
+    return table[wavelets.level_of(shape_hw, settings["levels"])]
+
+
+def is_plane(name: str) -> bool:
+    """Whether a VM factor name (density_plane_0, appearance_line_2, ...) is a plane."""
+    return "_plane_" in name
+
+
+def decode_factor(name: str, stored, logits, settings: dict, quantize: bool = True):
+    """The spatial plane or line that stored values and mask logits represent.
+
+    `stored` and `logits` share a shape (`[R, Na, Nb]` packed coefficients or `[R, N]`).
+    With `quantize=False` the stored values are taken as already quantised (a decoded file).
+    """
+    x = stored
+    if quantize and settings["bits"] > 0:
+        x = quantize_ste(x, settings["bits"])
+    x = apply_mask(x, logits)
+    if is_plane(name):
+        x = x / jnp.asarray(divisor_map(stored.shape[-2:], settings), x.dtype)
+        x = wavelets.waverec2(x, settings["wavelet"], settings["levels"])
+    return x
+
+
+def mask_name(factor_name: str) -> str:
+    """The parameter holding the mask logits of a factor: density_plane_0 -> density_planemask_0."""
+    return factor_name.replace("_plane_", "_planemask_").replace("_line_", "_linemask_")
+
+
+def is_mask(name: str) -> bool:
+    """Whether a parameter name holds mask logits."""
+    return "mask_" in name
+
+
+def is_factor(name: str) -> bool:
+    """Whether a parameter name is a VM plane or line (`..._plane_m`, `..._line_m`)."""
+    return re.search(r"_(plane|line)_\d+$", name) is not None
+
+
+def to_spatial(params: dict, settings: dict, quantize: bool = True) -> dict:
+    """A wavelet field's parameters converted once into a spatial VM field's (same renders).
+
+    Applies quantisation, the masks and the inverse DWT; the result renders with
+    `field.clone(plane_coding='spatial')` at plain VM speed.
+    """
+    out = {}
+    for name, value in params.items():
+        if is_mask(name):
+            continue
+        if is_factor(name):
+            value = decode_factor(name, value, params[mask_name(name)], settings, quantize)
+        out[name] = value
+    return out
+
+
+def _resample(x, axis: int, n_new: int):
+    """Linear resampling of `x` along `axis` to `n_new` corner-aligned points."""
+    from jaxnerf360.fields.tensorf import resample_axis
+
+    return resample_axis(x, axis, n_new)
+
+
+def _band_slices(n: int, levels: int) -> list:
+    """Index ranges along one axis of a packed plane: the LL block, then each level's band."""
+    edges = [0] + [n >> (levels - k) for k in range(levels + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def resample_bands(x, hw_new, levels: int):
+    """Packed `[..., H, W]` resampled band by band to `[..., H', W']` (both / 2^levels).
+
+    The layout's row and column band edges cut it into (L + 1)^2 blocks; each is resampled on
+    its own, so a coefficient's mask or optimiser moment stays with its level, band and place,
+    and linear weights are non-negative, so second moments stay non-negative.
+    """
+    h_new, w_new = (int(n) for n in hw_new)
+    rows_old, cols_old = (_band_slices(n, levels) for n in x.shape[-2:])
+    rows_new, cols_new = _band_slices(h_new, levels), _band_slices(w_new, levels)
+    out_rows = []
+    for ro, rn in zip(rows_old, rows_new, strict=True):
+        row = []
+        for co, cn in zip(cols_old, cols_new, strict=True):
+            block = _resample(x[..., ro, co], x.ndim - 2, rn.stop - rn.start)
+            row.append(_resample(block, x.ndim - 1, cn.stop - cn.start))
+        out_rows.append(jnp.concatenate(row, -1))
+    return jnp.concatenate(out_rows, -2)
+
+
+def resample_coefficients(stored, hw_new, settings: dict):
+    """Stored packed coefficients of a plane, resampled as the spatial plane they represent.
+
+    Inverse DWT (with the level divisors undone), corner-aligned linear resampling to
+    `hw_new`, forward DWT, divisors applied again (TensoRF's upsampling for wavelet planes).
+    """
+    levels, name = settings["levels"], settings["wavelet"]
+    spatial = wavelets.waverec2(stored / divisor_map(stored.shape[-2:], settings), name, levels)
+    spatial = _resample(_resample(spatial, spatial.ndim - 2, hw_new[0]), spatial.ndim - 1,
+                        hw_new[1])
+    return wavelets.wavedec2(spatial, name, levels) * divisor_map(tuple(hw_new), settings)
