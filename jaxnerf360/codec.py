@@ -3,10 +3,10 @@
 Everything here is numpy plus the standard library; a scene file is data, never code (no pickle).
 
 Primitives
-- `quantize(values, bits=8) -> (q, scale, offset)` / `dequantize(q, scale, offset)`: affine min/max
-  quantisation. `scale` and `offset` are float32 values (returned as Python floats); the offset is
-  the minimum and the scale is rounded *up* to float32 so that no value clips. Constant and empty
-  arrays give scale 0.
+- `quantize(values, bits=8, xnp=np) -> (codes, scale, offset)` / `dequantize(codes, scale, offset)`:
+  affine min/max quantisation in float32 arithmetic (offset = min, scale = range / (2**bits - 1)).
+  The masked wavelet field calls the same function with `xnp=jax.numpy` for its
+  quantisation-aware rounding, so a file stores exactly the grid the field trained on.
 - `rle_encode(bits) -> (first_bit, runs)` / `rle_decode(first_bit, runs, n)`: alternating run
   lengths over the flattened array.
 - `huffman_encode(symbols) -> bytes` / `huffman_decode(data) -> uint32 [n]`: canonical Huffman with
@@ -16,19 +16,27 @@ Primitives
   stream. Stream layout (little endian):
       u64 n_symbols | u16 n_lengths | ceil(n_lengths/2) bytes of 4-bit code lengths (high nibble
       first, 0 = unused token) | u64 n_code_bits | code bytes | u64 n_extra_bits | extra bytes.
-- `Masked(values, mask)`: the tag asking the container to store a float tensor masked-quantised.
-  `encode_masked(values, mask) -> bytes` / `decode_masked(data) -> float32 ndarray` are the record
-  codec: u8 ndim | u64 dims | f32 scale | f32 offset | u8 first mask bit | u64 length of the
-  Huffman-coded mask run lengths | those bytes | Huffman-coded uint8 values of the True entries.
-  Decoding gives dequantize(q) at the mask and 0 elsewhere, bit-exact with the in-memory result.
+- A bit plane (`encode_bits` / `decode_bits`): u8 first bit | u64 length L | L bytes of the
+  Huffman-coded run lengths.
+- `Masked(values, mask, levels=0)`: the tag asking the container to store a float tensor masked and
+  quantised. All `values` are quantised (the grid of quantisation-aware training), and the codes
+  of the entries where `mask` holds are kept. With `levels > 0` the last two axes are a packed
+  wavelet plane (`wavelets.level_of`), and mask and codes are coded per level, coarsest first:
+  coarse levels are mostly kept and fine ones mostly dropped, so each gets its own statistics.
+  `masked_values(values, mask)` is the in-memory result that decoding reproduces bit for bit.
+  Record: u8 ndim | u64 dims | f32 scale | f32 offset | u8 levels | per level group: a bit plane of
+  the group's mask | u64 length V | V bytes of Huffman-coded codes of its kept entries.
+- `Bits(mask)`: a bool tensor as one bit plane (the occupancy grid). Record: u8 ndim | u64 dims |
+  a bit plane.
 
 Container (`write_scene` / `read_scene`), little endian:
     b"JNRF" | u16 version (1) | u32 header length H | H bytes of UTF-8 JSON header | records |
     u32 CRC32 of every byte before it.
 The header is {"tensors": [{"name", "kind", "dtype", "shape", "offset", "length"}, ...],
 "text": [{"name", "offset", "length"}, ...]}; offsets are relative to the first record byte.
-Kinds: "raw" (dtype float16, float32 or uint8, the little-endian C-order bytes) and "masked"
-(dtype float32, an `encode_masked` record). Text entries are UTF-8 bytes.
+Kinds: "raw" (dtype float16, float32 or uint8, the little-endian C-order bytes), "masked"
+(dtype float32, an `encode_masked` record) and "bits" (dtype bool, an `encode_bits_tensor`
+record). Text entries are UTF-8 bytes.
 
 Every decoder validates its input before allocating, and `read_scene` turns any damage into one
 `UserError` line naming the file.
@@ -59,57 +67,79 @@ _CRC = struct.Struct("<I")
 
 
 class Masked(NamedTuple):
-    """Tags a tensor for masked quantisation: `values` [...] float, `mask` [...] bool."""
+    """Tags a tensor for masked quantisation: `values` [...] float, `mask` [...] bool.
+
+    `levels` > 0: the last two axes are a packed wavelet plane of that many levels.
+    """
 
     values: np.ndarray
+    mask: np.ndarray
+    levels: int = 0
+
+
+class Bits(NamedTuple):
+    """Tags a bool tensor `mask` [...] to be stored as one run-length coded bit plane."""
+
     mask: np.ndarray
 
 
 # ----------------------------------------------------------------------------- quantisation
 
 
-def _float32_toward(x: float, direction: float) -> float:
-    """The float32 nearest x, stepped once toward `direction` if rounding went the other way."""
-    y = np.float32(x)
-    if direction < 0 and float(y) > x or direction > 0 and float(y) < x:
-        y = np.nextafter(y, np.float32(direction))
-    return float(y)
+def quantize(values, bits: int = 8, xnp=np):
+    """Affine min/max codes of values [...] in float32: (codes [...], scale, offset).
 
-
-def quantize(values, bits: int = 8) -> tuple[np.ndarray, float, float]:
-    """Affine min/max quantisation of values [...] to uint8 codes [...] in [0, 2**bits - 1]."""
-    if not isinstance(bits, int) or not 1 <= bits <= 8:
+    offset = min, scale = (max - min) / (2**bits - 1) (1 for a constant array), codes =
+    round((x - offset) / scale) clipped to [0, 2**bits - 1], every step in float32. With numpy
+    the codes are uint8 and scale/offset Python floats holding float32 values; with
+    `xnp=jax.numpy` they stay float arrays (traceable, for quantisation-aware training). When
+    the range spans fewer float32 steps than codes, re-quantising dequantised values may move a
+    code; the decoded values are still exactly the encoded ones.
+    """
+    levels = (1 << bits) - 1 if isinstance(bits, int) and not isinstance(bits, bool) else 0
+    if xnp is not np:
+        x = xnp.asarray(values, xnp.float32)
+        lo, hi = xnp.min(x), xnp.max(x)
+        scale = xnp.where(hi > lo, (hi - lo) / xnp.float32(levels), xnp.float32(1))
+        return xnp.clip(xnp.round((x - lo) / scale), 0, levels), scale, lo
+    if not 1 <= bits <= 8 or not levels:
         raise UserError(f"quantize: bits={bits!r} must be an integer in 1..8")
     x = np.asarray(values)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise UserError(f"quantize: values have dtype {x.dtype}; pass a float array")
-    x = x.astype(np.float64)
     if x.size == 0:
-        return np.zeros(x.shape, np.uint8), 0.0, 0.0
-    if not np.all(np.isfinite(x)):
-        raise UserError("quantize: values contain NaN or inf; clean them before quantising")
-    levels = (1 << bits) - 1
-    offset = _float32_toward(float(x.min()), -1.0)
-    hi = float(x.max())
-    if not (abs(offset) <= _FLT_MAX and abs(hi) <= _FLT_MAX):
-        raise UserError("quantize: values exceed the float32 range; rescale them first")
-    if hi == offset:
-        return np.zeros(x.shape, np.uint8), 0.0, offset
-    scale = _float32_toward((hi - offset) / levels, 1.0)
-    if scale == 0.0:  # Range below float32 resolution: use the smallest positive step.
-        scale = float(np.nextafter(np.float32(0), np.float32(1)))
-    if not scale <= _FLT_MAX:
-        raise UserError(f"quantize: value range too large for {bits}-bit codes in float32")
-    q = np.clip(np.rint((x - offset) / scale), 0, levels).astype(np.uint8)
-    return q, scale, offset
+        return np.zeros(x.shape, np.uint8), 1.0, 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise UserError("quantize: values contain NaN or inf (or exceed the float32 range); "
+                            "clean them before quantising")
+        lo, hi = x.min(), x.max()
+        scale = (hi - lo) / np.float32(levels) if hi > lo else np.float32(1)
+        if not np.isfinite(scale):
+            raise UserError("quantize: value range too large for float32; rescale the values")
+        codes = np.clip(np.round((x - lo) / scale), 0, levels).astype(np.uint8)
+    return codes, float(scale), float(lo)
 
 
-def dequantize(q, scale: float, offset: float) -> np.ndarray:
-    """Float32 values [...] of codes q [...]: q * scale + offset, computed in float64."""
+def dequantize(codes, scale: float, offset: float, xnp=np):
+    """Float32 values [...] of codes [...]: codes * scale + offset in float32 arithmetic."""
+    if xnp is not np:
+        return xnp.asarray(codes, xnp.float32) * scale + offset
     if not (np.isfinite(scale) and np.isfinite(offset) and scale >= 0):
         raise UserError(f"dequantize: scale={scale!r}, offset={offset!r}: need finite, scale >= 0")
-    y = np.asarray(q).astype(np.float64) * float(scale) + float(offset)
+    with np.errstate(over="ignore"):
+        y = np.asarray(codes).astype(np.float32) * np.float32(scale) + np.float32(offset)
     return np.clip(y, -_FLT_MAX, _FLT_MAX).astype(np.float32)
+
+
+def masked_values(values, mask) -> np.ndarray:
+    """Float32 [...]: `values` quantised over all entries, dequantised where `mask` holds, else 0.
+
+    Exactly what a `Masked(values, mask)` record decodes to.
+    """
+    codes, scale, offset = quantize(values)
+    return np.where(np.asarray(mask, bool), dequantize(codes, scale, offset), np.float32(0))
 
 
 # ----------------------------------------------------------------------------- run lengths
@@ -341,8 +371,50 @@ def huffman_decode(data: bytes) -> np.ndarray:
 # ----------------------------------------------------------------------------- masked records
 
 
-def _encode_masked_parts(values, mask) -> tuple[bytes, bytes, bytes]:
-    """(shape and scale/offset, mask section, values section) of a masked record."""
+MAX_LEVELS = 8
+
+
+def encode_bits(bits) -> bytes:
+    """A bit plane: the run lengths of flattened bits [...], Huffman coded (module docstring)."""
+    first_bit, runs = rle_encode(bits)
+    code = huffman_encode(runs)
+    return struct.pack("<BQ", first_bit, len(code)) + code
+
+
+def _read_bits(r: "_Reader", n: int) -> np.ndarray:
+    """Flat bool [n] from the bit plane at the reader's position."""
+    first_bit, length = r.unpack("<BQ")
+    return rle_decode(first_bit, huffman_decode(r.take(length)), n)
+
+
+def _shape_elements(shape, max_elements: int, what: str) -> int:
+    """The element count of `shape`, or UserError when it (or any axis) exceeds max_elements."""
+    n = 1
+    for d in shape:
+        n *= d
+    if n > max_elements or any(d > max_elements for d in shape):
+        raise UserError(f"{what}: shape {tuple(shape)} has {n} elements, over {max_elements}")
+    return n
+
+
+def _level_groups(shape, levels: int, what: str) -> list:
+    """Bool `[H, W]` selectors of each level (coarsest first), or [None] when levels is 0."""
+    if levels == 0:
+        return [None]
+    from jaxnerf360 import wavelets
+
+    if levels > MAX_LEVELS or len(shape) < 2:
+        raise UserError(f"{what}: {levels} wavelet levels for shape {tuple(shape)}; need at most "
+                        f"{MAX_LEVELS} levels and a plane [..., H, W]")
+    m = 1 << levels
+    if any(d < m or d % m for d in shape[-2:]):
+        raise UserError(f"{what}: plane {tuple(shape[-2:])} is not divisible by 2**{levels}")
+    level = wavelets.level_of(tuple(int(d) for d in shape[-2:]), levels)
+    return [level == k for k in range(levels + 1)]
+
+
+def _encode_masked_parts(values, mask, levels: int = 0) -> tuple[bytes, bytes, bytes]:
+    """(shape and scale/offset, mask sections, value sections) of a masked record."""
     values = np.asarray(values)
     mask = np.asarray(mask)
     if mask.dtype != bool:
@@ -353,17 +425,36 @@ def _encode_masked_parts(values, mask) -> tuple[bytes, bytes, bytes]:
         raise UserError(f"masked tensor: values have dtype {values.dtype}; pass a float array")
     if values.ndim > MAX_NDIM:
         raise UserError(f"masked tensor: {values.ndim} dimensions, at most {MAX_NDIM}")
-    q, scale, offset = quantize(values[mask])
-    first_bit, runs = rle_encode(mask)
-    mask_code = huffman_encode(runs)
-    meta = struct.pack(f"<B{values.ndim}Qff", values.ndim, *values.shape, scale, offset)
-    mask_part = struct.pack("<BQ", first_bit, len(mask_code)) + mask_code
-    return meta, mask_part, huffman_encode(q)
+    if isinstance(levels, bool) or not isinstance(levels, int | np.integer) or levels < 0:
+        raise UserError(f"masked tensor: levels={levels!r} must be a whole number >= 0")
+    codes, scale, offset = quantize(values)
+    mask_parts, value_parts = [], []
+    for group in _level_groups(values.shape, int(levels), "masked tensor"):
+        m = mask.reshape(-1) if group is None else mask[..., group].reshape(-1)
+        q = codes.reshape(-1) if group is None else codes[..., group].reshape(-1)
+        mask_parts.append(encode_bits(m))
+        coded = huffman_encode(q[m])
+        value_parts.append(struct.pack("<Q", len(coded)) + coded)
+    meta = struct.pack(f"<B{values.ndim}QffB", values.ndim, *values.shape, scale, offset, levels)
+    return meta, b"".join(mask_parts), b"".join(value_parts)
 
 
-def encode_masked(values, mask) -> bytes:
-    """A masked-quantised record of float values [...] at bool mask [...] (see module docstring)."""
-    return b"".join(_encode_masked_parts(values, mask))
+def _interleave(meta: bytes, mask_part: bytes, value_part: bytes) -> bytes:
+    """Record bytes: meta, then each group's bit plane followed by its values."""
+    out, mr, vr = [meta], _Reader(mask_part, "masks"), _Reader(value_part, "values")
+    while mr.pos < len(mask_part):
+        start = mr.pos
+        mr.unpack("<B")
+        (length,) = mr.unpack("<Q")
+        mr.take(length)
+        (vlen,) = vr.unpack("<Q")
+        out += [mask_part[start:mr.pos], struct.pack("<Q", vlen), vr.take(vlen)]
+    return b"".join(out)
+
+
+def encode_masked(values, mask, levels: int = 0) -> bytes:
+    """A masked-quantised record of float values [...] at bool mask [...] (module docstring)."""
+    return _interleave(*_encode_masked_parts(values, mask, levels))
 
 
 def decode_masked(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
@@ -373,30 +464,63 @@ def decode_masked(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     if ndim > MAX_NDIM:
         raise UserError(f"masked record: {ndim} dimensions, at most {MAX_NDIM}")
     shape = r.unpack(f"<{ndim}Q")
-    n = 1
-    for d in shape:
-        n *= d
-    if n > max_elements or any(d > max_elements for d in shape):
-        raise UserError(f"masked record: shape {shape} has {n} elements, over {max_elements}")
-    scale, offset = r.unpack("<ff")
+    n = _shape_elements(shape, max_elements, "masked record")
+    scale, offset, levels = r.unpack("<ffB")
     if not (np.isfinite(scale) and np.isfinite(offset) and scale >= 0):
         raise UserError(f"masked record: invalid scale {scale} or offset {offset}")
-    first_bit, mask_len = r.unpack("<BQ")
+    groups = _level_groups(shape, levels, "masked record")
+    mask = np.zeros(shape, bool)
+    codes = np.zeros(shape, np.uint8)
+    lead = n // max(1, int(np.prod(shape[-2:]))) if levels else 1
+    for k, group in enumerate(groups):
+        size = n if group is None else lead * int(group.sum())
+        try:
+            m = _read_bits(r, size)
+        except UserError as e:
+            raise UserError(f"masked record: mask of level group {k}: {e}") from None
+        try:
+            (vlen,) = r.unpack("<Q")
+            q = huffman_decode(r.take(vlen))
+        except UserError as e:
+            raise UserError(f"masked record: values of level group {k}: {e}") from None
+        if q.size != int(m.sum()):
+            raise UserError(f"masked record: {q.size} values for {int(m.sum())} mask entries "
+                            f"in level group {k}")
+        if q.size and int(q.max()) > 255:
+            raise UserError("masked record: quantised value above 255")
+        full = np.zeros(size, np.uint8)
+        full[m] = q
+        if group is None:
+            mask, codes = m.reshape(shape), full.reshape(shape)
+        else:
+            mask[..., group] = m.reshape(shape[:-2] + (-1,))
+            codes[..., group] = full.reshape(shape[:-2] + (-1,))
+    r.done()
+    return np.where(mask, dequantize(codes, scale, offset), np.float32(0))
+
+
+def encode_bits_tensor(mask) -> bytes:
+    """A bits record of a bool tensor [...]: u8 ndim | u64 dims | a bit plane."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.ndim > MAX_NDIM:
+        raise UserError(f"bits tensor: need a bool array of at most {MAX_NDIM} dimensions, got "
+                        f"{mask.dtype} with {mask.ndim}")
+    return struct.pack(f"<B{mask.ndim}Q", mask.ndim, *mask.shape) + encode_bits(mask)
+
+
+def decode_bits_tensor(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+    """Bool [...] from `encode_bits_tensor`."""
+    r = _Reader(bytes(data), "bits record")
+    (ndim,) = r.unpack("<B")
+    if ndim > MAX_NDIM:
+        raise UserError(f"bits record: {ndim} dimensions, at most {MAX_NDIM}")
+    shape = r.unpack(f"<{ndim}Q")
+    n = _shape_elements(shape, max_elements, "bits record")
     try:
-        mask = rle_decode(first_bit, huffman_decode(r.take(mask_len)), n).reshape(shape)
+        out = _read_bits(r, n).reshape(shape)
     except UserError as e:
-        raise UserError(f"masked record: mask: {e}") from None
-    try:
-        q = huffman_decode(r.take(len(r.data) - r.pos))
-    except UserError as e:
-        raise UserError(f"masked record: values: {e}") from None
-    k = int(mask.sum())
-    if q.size != k:
-        raise UserError(f"masked record: {q.size} values for {k} mask entries")
-    if q.size and int(q.max()) > 255:
-        raise UserError("masked record: quantised value above 255")
-    out = np.zeros(shape, np.float32)
-    out[mask] = dequantize(q.astype(np.uint8), scale, offset)
+        raise UserError(f"bits record: {e}") from None
+    r.done()
     return out
 
 
@@ -406,26 +530,35 @@ _RAW_DTYPES = {"float16": "<f2", "float32": "<f4", "uint8": "u1"}
 
 
 def write_scene(path, tensors: dict, text: dict) -> dict:
-    """Writes tensors (ndarray or Masked) and UTF-8 text to `path`; returns bytes per section."""
+    """Writes tensors (ndarray, Masked or Bits) and UTF-8 text to `path`; returns bytes per section.
+
+    Sections: header, raw (plain tensors), mask (bit planes of masked records), values (codes,
+    scales and shapes of masked records), bits (Bits records), text, crc and the total.
+    """
     entries, blobs = [], []
-    sizes = {"header": 0, "raw": 0, "mask": 0, "values": 0, "text": 0, "crc": _CRC.size}
+    sizes = {"header": 0, "raw": 0, "mask": 0, "values": 0, "bits": 0, "text": 0,
+             "crc": _CRC.size}
     offset = 0
     for name, tensor in tensors.items():
         if not isinstance(name, str):
             raise UserError(f"write_scene: tensor name {name!r} is not a string")
         if isinstance(tensor, Masked):
             meta, mask_part, value_part = _encode_masked_parts(*tensor)
-            blob = meta + mask_part + value_part
+            blob = _interleave(meta, mask_part, value_part)
             sizes["mask"] += len(mask_part)
             sizes["values"] += len(meta) + len(value_part)
             kind, dtype, shape = "masked", "float32", np.shape(tensor.values)
+        elif isinstance(tensor, Bits):
+            blob = encode_bits_tensor(tensor.mask)
+            sizes["bits"] += len(blob)
+            kind, dtype, shape = "bits", "bool", np.shape(tensor.mask)
         else:
             array = np.asarray(tensor)
             dtype = array.dtype.name
             if dtype not in _RAW_DTYPES:
                 raise UserError(
                     f"write_scene: tensor {name!r} has dtype {dtype}; use float16, float32, "
-                    "uint8 or Masked(values, mask)"
+                    "uint8, Masked(values, mask) or Bits(mask)"
                 )
             blob = np.ascontiguousarray(array, _RAW_DTYPES[dtype]).tobytes()
             sizes["raw"] += len(blob)
@@ -502,10 +635,12 @@ def _decode_tensor(entry: dict, blob: memoryview, max_elements: int) -> np.ndarr
                 f"record has {len(blob)}"
             )
         return np.frombuffer(blob, _RAW_DTYPES[dtype]).astype(dtype).reshape(shape)
-    if kind == "masked":
-        if dtype != "float32":
-            raise UserError(f"tensor {name!r}: masked tensors are float32, header says {dtype!r}")
-        out = decode_masked(blob, max_elements)
+    decoders = {"masked": ("float32", decode_masked), "bits": ("bool", decode_bits_tensor)}
+    if kind in decoders:
+        want, decode = decoders[kind]
+        if dtype != want:
+            raise UserError(f"tensor {name!r}: {kind} tensors are {want}, header says {dtype!r}")
+        out = decode(blob, max_elements)
         if list(out.shape) != shape:
             raise UserError(f"tensor {name!r}: record shape {out.shape} != header shape {shape}")
         return out

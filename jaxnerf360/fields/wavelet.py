@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360 import wavelets
+from jaxnerf360 import codec, wavelets
 from jaxnerf360.errors import UserError
 
 
@@ -42,28 +42,14 @@ def apply_mask(x, logits):
     return hard + (soft - jax.lax.stop_gradient(soft))
 
 
-def quantize_codes(x, bits: int = 8):
-    """Affine min/max codes of `x [...]`: (float codes in [0, 2^bits - 1], scale, offset).
-
-    float32 arithmetic, the same whether called by the field (under jit) or by the codec, so a
-    compressed file stores exactly the training grid: value = codes * scale + offset.
-    """
-    lo = jnp.min(x)
-    hi = jnp.max(x)
-    levels = 2**bits - 1
-    scale = jnp.where(hi > lo, (hi - lo) / levels, jnp.ones_like(hi))
-    return jnp.round((x - lo) / scale), scale, lo
-
-
-def dequantize(codes, scale, offset):
-    """Values `[...]` of codes from `quantize_codes`: codes * scale + offset (float32)."""
-    return jnp.asarray(codes, jnp.float32) * scale + offset
-
-
 def quantize_ste(x, bits: int = 8):
-    """`x` rounded to 2^bits levels between its min and max; identity gradient (STE)."""
-    codes, scale, offset = quantize_codes(jax.lax.stop_gradient(x), bits)
-    return dequantize(codes, scale, offset) + (x - jax.lax.stop_gradient(x))
+    """`x` rounded to 2^bits levels between its min and max; identity gradient (STE).
+
+    The rounding is the codec's (`codec.quantize`), so a compressed file stores exactly the
+    grid the field trained on.
+    """
+    codes, scale, offset = codec.quantize(jax.lax.stop_gradient(x), bits, xnp=jnp)
+    return codec.dequantize(codes, scale, offset, xnp=jnp) + (x - jax.lax.stop_gradient(x))
 
 
 def mask_fraction(logits_list):
