@@ -5,10 +5,16 @@ import sys
 
 from absl import app, flags, logging
 
+from jaxnerf360 import configs  # defines --gin_configs and --gin_bindings
 from jaxnerf360.errors import UserError
 
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
+flags.DEFINE_string("checkpoint_dir", None,
+                    "A trained run's directory; its saved config.gin is used (no --gin_configs).")
+flags.DEFINE_string("compressed", None,
+                    "A compressed scene file (python -m jaxnerf360.compress) to use instead of a "
+                    "run's checkpoint; outputs go beside it (the path without its extension).")
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -40,3 +46,25 @@ def run(main) -> None:
             sys.exit(2)
 
     app.run(wrapped)
+
+
+def load_run(check_dirs: bool = True):
+    """The Config named by --compressed, --checkpoint_dir, or --gin_configs/--gin_bindings."""
+    from jaxnerf360 import checkpoints
+
+    FLAGS = flags.FLAGS
+    if FLAGS.compressed:
+        from jaxnerf360 import compress
+
+        if FLAGS.checkpoint_dir or FLAGS.gin_configs:
+            raise UserError("--compressed carries its own config: drop --checkpoint_dir and "
+                            "--gin_configs (--gin_bindings still apply)")
+        return compress.load_config(FLAGS.compressed, FLAGS.gin_bindings)
+    if FLAGS.checkpoint_dir:
+        configs._import_registering_modules()
+        checkpoints.load_run_config(FLAGS.checkpoint_dir)
+        configs.parse_gin([], FLAGS.gin_bindings)
+        config = configs.Config(checkpoint_dir=FLAGS.checkpoint_dir)
+        configs.validate(config, check_dirs=check_dirs)
+        return config
+    return configs.load_config(check_dirs=check_dirs)

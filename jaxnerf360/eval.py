@@ -11,32 +11,16 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxnerf360 import checkpoints, cli, configs, metrics, outputs, parallel, pipeline
+from jaxnerf360 import cli, configs, metrics, outputs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import image_rays
 
-flags.DEFINE_string("checkpoint_dir", None,
-                    "A trained run's directory; its saved config.gin is used (no --gin_configs).")
 
-
-def load_run(check_dirs: bool = True) -> configs.Config:
-    """The Config of the run named by --checkpoint_dir, or by --gin_configs/--gin_bindings."""
-    FLAGS = flags.FLAGS
-    if FLAGS.checkpoint_dir:
-        configs._import_registering_modules()
-        checkpoints.load_run_config(FLAGS.checkpoint_dir)
-        configs.parse_gin([], FLAGS.gin_bindings)
-        config = configs.Config(checkpoint_dir=FLAGS.checkpoint_dir)
-        configs.validate(config, check_dirs=check_dirs)
-        return config
-    return configs.load_config(check_dirs=check_dirs)
-
-
-def evaluate(config: configs.Config) -> dict:
+def evaluate(config: configs.Config, compressed: str | None = None) -> dict:
     """Renders every test view, writes images and metrics.json; returns the metrics."""
     mesh = parallel.make_mesh()
     scene = load_split(config, "test")
-    model, state = pipeline.restore_trained(config, scene.kind, mesh)
+    model, state = pipeline.load_trained(config, scene.kind, mesh, compressed)
     renderer = pipeline.Renderer(model, mesh, config.background)
     lpips_fn = None if config.lpips_net == "none" else metrics.LPIPS(config.lpips_net)
     out_dir = os.path.join(config.checkpoint_dir, "eval")
@@ -72,7 +56,7 @@ def evaluate(config: configs.Config) -> dict:
 
 def main(_):
     """Entry point."""
-    evaluate(load_run())
+    evaluate(cli.load_run(), flags.FLAGS.compressed)
 
 
 if __name__ == "__main__":

@@ -283,3 +283,12 @@ def restore_trained(config, scene_kind: str, mesh):
         raise UserError(f"{config.checkpoint_dir}: no checkpoint found; train first with "
                         "python -m jaxnerf360.train")
     return model, restored
+
+
+def load_trained(config, scene_kind: str, mesh, compressed: str | None = None):
+    """(model, state) of the trained run in `config`, or of a compressed scene file."""
+    if compressed:
+        from jaxnerf360 import compress
+
+        return compress.restore_compressed(compressed, scene_kind, mesh)
+    return restore_trained(config, scene_kind, mesh)

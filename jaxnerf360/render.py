@@ -14,17 +14,16 @@ from absl import flags, logging
 from jaxnerf360 import camera_paths, cli, outputs, parallel, pipeline
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import camera_rays
-from jaxnerf360.eval import load_run
 
 flags.DEFINE_integer("frames", None, "Override Config.render_frames.")
 
 
-def render_path(config, n_frames=None) -> str:
-    """Renders the path; returns the output directory."""
+def render_path(config, n_frames=None, compressed: str | None = None) -> str:
+    """Renders the path (of a run, or of a compressed scene file); returns the output directory."""
     n_frames = n_frames or config.render_frames
     mesh = parallel.make_mesh()
     scene = load_split(config, "train")
-    model, state = pipeline.restore_trained(config, scene.kind, mesh)
+    model, state = pipeline.load_trained(config, scene.kind, mesh, compressed)
     renderer = pipeline.Renderer(model, mesh, config.background)
     poses = camera_paths.make_path(config.render_path, scene.camtoworlds, n_frames, scene.kind)
     f = config.render_factor
@@ -55,7 +54,7 @@ def render_path(config, n_frames=None) -> str:
 
 def main(_):
     """Entry point."""
-    render_path(load_run(), flags.FLAGS.frames)
+    render_path(cli.load_run(), flags.FLAGS.frames, flags.FLAGS.compressed)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,18 @@ from collections.abc import Sequence
 
 from jaxnerf360.data import blender, colmap, llff, synthetic
 from jaxnerf360.data.images import _check_factor
-from jaxnerf360.data.scene import Scene
+from jaxnerf360.data.scene import BOUNDED, FORWARD, UNBOUNDED, Scene
 from jaxnerf360.errors import UserError, check
 
 LOADERS = ("blender", "llff", "colmap", "synthetic")
 SPLITS = ("train", "test")
+
+
+def scene_kind(loader: str, forward_facing: bool = False) -> str:
+    """The kind (BOUNDED, UNBOUNDED or FORWARD) of the scenes a loader produces."""
+    if loader in ("blender", "synthetic"):
+        return BOUNDED
+    return FORWARD if loader == "llff" and forward_facing else UNBOUNDED
 
 
 def load_scene(
