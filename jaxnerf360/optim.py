@@ -9,6 +9,7 @@ import optax
 # Parameters of decomposed grids (TensoRF planes and lines, and the mask logits of wavelet
 # planes) train with their own rate.
 _GRID_PARAM = re.compile(r"_(plane|line|planemask|linemask)_\d+$")
+_MASK_PARAM = re.compile(r"_(planemask|linemask)_\d+$")
 
 
 def log_linear_lr(step, lr_init: float, lr_final: float, max_steps: int,
@@ -45,14 +46,40 @@ def is_grid_param(path) -> bool:
     return bool(_GRID_PARAM.search(str(name)))
 
 
+def _label(path) -> str:
+    name = str(getattr(path[-1], "key", getattr(path[-1], "name", "")))
+    if _MASK_PARAM.search(name):
+        return "mask"
+    return "grid" if is_grid_param(path) else "net"
+
+
 def param_labels(params):
-    """'grid' for grid factors, 'net' for everything else, in the structure of `params`."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "grid" if is_grid_param(path) else "net", params)
+    """'mask' for mask logits, 'grid' for grid factors, 'net' for the rest (as `params`)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: _label(path), params)
+
+
+def add_mask_penalty(weight: float) -> optax.GradientTransformation:
+    """Adds the mask penalty's gradient `weight * sigmoid'(m)` to normalised mask updates.
+
+    Placed between Adam's scaling and the learning rate, so the penalty is decoupled from
+    Adam's per-parameter normalisation (as AdamW decouples weight decay): a logit no data
+    gradient holds moves down by lr * weight * sigmoid'(m) per step.
+    """
+    from jaxnerf360.fields.wavelet import sparsity_gradient
+
+    def update(updates, state, params):
+        return jax.tree.map(lambda u, m: u + sparsity_gradient(m, weight), updates,
+                            params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    """Adam with per-group log-linear schedules (grids and networks), after global-norm clipping."""
+    """Adam with per-group log-linear schedules, after global-norm clipping.
+
+    Groups: networks, grid factors, and mask logits (at the grid rate, plus the decoupled
+    mask penalty `Config.mask_loss_mult`).
+    """
     def adam(schedule):
         return optax.adam(schedule, b1=config.adam_beta1, b2=config.adam_beta2,
                           eps=config.adam_eps)
@@ -60,8 +87,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
     parts = []
     if config.grad_max_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_max_norm))
+    mask = optax.chain(
+        optax.scale_by_adam(b1=config.adam_beta1, b2=config.adam_beta2, eps=config.adam_eps),
+        add_mask_penalty(config.mask_loss_mult),
+        optax.scale_by_learning_rate(grid_schedule_from_config(config)))
     parts.append(optax.multi_transform(
         {"net": adam(schedule_from_config(config)),
-         "grid": adam(grid_schedule_from_config(config))},
+         "grid": adam(grid_schedule_from_config(config)), "mask": mask},
         param_labels))
     return optax.chain(*parts)

@@ -141,6 +141,33 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
     assert np.isfinite(float(stats["loss"]))
 
 
+def test_resize_grids_of_wavelet_planes_keeps_adam_moments_valid(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["wavelet"], *TINY_SAMPLERS["proposal"])
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    model, state, step = pipeline.setup(config, scene.kind, mesh)
+    batch = parallel.to_global(
+        pipeline.batch_dict(*RayBatcher(scene, 64, seed=0).next_with_alpha()), mesh)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    for _ in range(3):
+        state, _ = step(state, batch, key)
+    grown = pipeline.resize_grids(state, (24, 32, 20), model.field())
+    field = grown.params["field"]
+    assert field["density_plane_0"].shape == (4, 24, 32)
+    assert field["density_planemask_0"].shape == (4, 24, 32)
+    assert field["appearance_linemask_0"].shape == (6, 20)
+    seen = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(grown.opt_state):
+        if optim.is_grid_param(path):
+            assert leaf.shape == field[path[-1].key].shape
+            if "nu" in jax.tree_util.keystr(path):
+                assert float(jnp.min(leaf)) >= 0.0  # a negative second moment would be NaN
+            seen += 1
+    assert seen == 2 * 24  # mu and nu of 12 factors and 12 masks
+    grown, stats = step(grown, batch, key)
+    assert np.isfinite(float(stats["loss"]))
+
+
 def test_resolution_schedule_is_log_linear_in_voxel_count():
     field = TensoRFField(resolution=(64, 64, 64), final_resolution=(128, 128, 128),
                          upsample_steps=(10, 20, 30))

@@ -117,7 +117,9 @@ class TensoRFField(nn.Module):
     wavelet: str = "bior4.4"  # any PyWavelets discrete wavelet: haar, db2, bior4.4, ...
     wavelet_levels: int = 4
     # Stored coefficients of level l (0: coarsest LL, then coarse to fine details) are divided
-    # by level_divisors[l] before the inverse DWT; None: 1, 2, ..., levels + 1 (published).
+    # by level_divisors[l] before the inverse DWT. None: 2^-depth, so a stored unit moves the
+    # plane by about one unit at every level, as in a spatial plane (the published code uses
+    # 1, 2, ..., levels + 1, which trains coarse levels 2^depth times slower).
     level_divisors: Sequence[float] | None = None
     quantize_bits: int = 8  # quantisation-aware rounding of stored values; 0 disables
     mask_init: float = 0.0  # initial mask logit: 0 keeps every coefficient, on the edge
@@ -190,6 +192,10 @@ class TensoRFField(nn.Module):
                 # After upsampling the stored factors are larger than `resolution`: use them.
                 if self.has_variable("params", key):
                     value = self.get_variable("params", key)
+                elif self.plane_coding == "wavelet" and "plane" in key:
+                    # The same random spatial planes as the VM field, stored as coefficients.
+                    value = self.param(key, lambda k, s: wavelet.encode_plane(
+                        init(k, s), self.wavelet_settings()), shape)
                 else:
                     value = self.param(key, init, shape)
                 if self.plane_coding == "wavelet":
