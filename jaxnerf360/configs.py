@@ -62,12 +62,9 @@ class Config:
     l1_density_switch_step: int = 0
     tv_density_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_density
     tv_appearance_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_app
-    # Masked wavelet planes: weight w of the mask penalty w * sum(sigmoid(m)), applied
-    # decoupled from Adam (as AdamW's weight decay): each step a logit moves down by
-    # lr * w * sigmoid'(m) on top of Adam's normalised data step, so w is measured in Adam
-    # steps (w = 1 pushes a logit at 0 by a quarter step) and means the same for any grid
-    # size or loss scale. Larger gives sparser, smaller files. The published code puts 1e-10
-    # on the raw sum of logits inside Adam, which only acts through Adam's epsilon.
+    # Masked wavelet planes: weight w of the mask penalty w * mean(sigmoid(m)) over every mask
+    # logit (the expected kept fraction): w is the loss that keeping every coefficient is worth,
+    # whatever the grid size. Larger gives sparser, smaller files.
     mask_loss_mult: float = 0.0
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None

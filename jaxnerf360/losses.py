@@ -39,8 +39,9 @@ def distortion(sdist, weights):
 
 
 def grid_regularizers(field_params, config, step, grid_lr_ratio):
-    """Weighted grid terms, (total, {name: value}): TensoRF's L1 and TV (and the masks' kept
-    fraction, logged only).
+    """Weighted grid terms, (total, {name: value}): TensoRF's L1 and TV, the mask penalty.
+
+    Also logs `mask_kept`, the fraction of coefficients the masks keep.
 
     The L1 weight switches to `l1_density_mult_rest` at `l1_density_switch_step`; the TV
     weights are scaled by `grid_lr_ratio` (the grid learning rate over its initial value).
@@ -61,8 +62,11 @@ def grid_regularizers(field_params, config, step, grid_lr_ratio):
             parts[f"tv_{prefix}"] = tensorf.tv_planes(field_params, prefix)
             total += mult * grid_lr_ratio * parts[f"tv_{prefix}"]
     logits = [v for k, v in field_params.items() if "mask_" in k]
-    if logits:  # logged only: the mask penalty is applied by the optimiser (decoupled)
-        from jaxnerf360.fields.wavelet import kept_fraction
+    if logits:
+        from jaxnerf360.fields.wavelet import kept_fraction, mask_fraction
 
         parts["mask_kept"] = jax.lax.stop_gradient(kept_fraction(logits))
+        if config.mask_loss_mult > 0:
+            parts["mask_fraction"] = mask_fraction(logits)
+            total += config.mask_loss_mult * parts["mask_fraction"]
     return total, parts

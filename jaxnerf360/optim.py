@@ -10,6 +10,10 @@ import optax
 # planes) train with their own rate.
 _GRID_PARAM = re.compile(r"_(plane|line|planemask|linemask)_\d+$")
 _MASK_PARAM = re.compile(r"_(planemask|linemask)_\d+$")
+# A mask logit's gradient is x * sigmoid'(m) * dL/dx, often far below 1e-8: with the usual
+# epsilon Adam would scale it down (the masks would only drift). Tiny, it keeps Adam
+# scale-free, so the masks settle where the data and the mask penalty balance.
+MASK_ADAM_EPS = 1e-15
 
 
 def log_linear_lr(step, lr_init: float, lr_final: float, max_steps: int,
@@ -58,41 +62,20 @@ def param_labels(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: _label(path), params)
 
 
-def add_mask_penalty(weight: float) -> optax.GradientTransformation:
-    """Adds the mask penalty's gradient `weight * sigmoid'(m)` to normalised mask updates.
-
-    Placed between Adam's scaling and the learning rate, so the penalty is decoupled from
-    Adam's per-parameter normalisation (as AdamW decouples weight decay): a logit no data
-    gradient holds moves down by lr * weight * sigmoid'(m) per step.
-    """
-    from jaxnerf360.fields.wavelet import sparsity_gradient
-
-    def update(updates, state, params):
-        return jax.tree.map(lambda u, m: u + sparsity_gradient(m, weight), updates,
-                            params), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
 def make_optimizer(config) -> optax.GradientTransformation:
     """Adam with per-group log-linear schedules, after global-norm clipping.
 
-    Groups: networks, grid factors, and mask logits (at the grid rate, plus the decoupled
-    mask penalty `Config.mask_loss_mult`).
+    Groups: networks, grid factors, and mask logits (at the grid rate, with MASK_ADAM_EPS).
     """
-    def adam(schedule):
-        return optax.adam(schedule, b1=config.adam_beta1, b2=config.adam_beta2,
-                          eps=config.adam_eps)
+    def adam(schedule, eps=config.adam_eps):
+        return optax.adam(schedule, b1=config.adam_beta1, b2=config.adam_beta2, eps=eps)
 
     parts = []
     if config.grad_max_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_max_norm))
-    mask = optax.chain(
-        optax.scale_by_adam(b1=config.adam_beta1, b2=config.adam_beta2, eps=config.adam_eps),
-        add_mask_penalty(config.mask_loss_mult),
-        optax.scale_by_learning_rate(grid_schedule_from_config(config)))
     parts.append(optax.multi_transform(
         {"net": adam(schedule_from_config(config)),
-         "grid": adam(grid_schedule_from_config(config)), "mask": mask},
+         "grid": adam(grid_schedule_from_config(config)),
+         "mask": adam(grid_schedule_from_config(config), eps=MASK_ADAM_EPS)},
         param_labels))
     return optax.chain(*parts)

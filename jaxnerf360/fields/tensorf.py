@@ -122,7 +122,9 @@ class TensoRFField(nn.Module):
     # 1, 2, ..., levels + 1, which trains coarse levels 2^depth times slower).
     level_divisors: Sequence[float] | None = None
     quantize_bits: int = 8  # quantisation-aware rounding of stored values; 0 disables
-    mask_init: float = 0.0  # initial mask logit: 0 keeps every coefficient, on the edge
+    # Initial mask logit: every coefficient starts kept, sigmoid(2) = 0.88 away from the edge,
+    # so only a steady push (the data against the mask penalty) turns a mask off, not noise.
+    mask_init: float = 2.0
 
     def __post_init__(self):
         for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):

@@ -58,15 +58,19 @@ def kept_fraction(logits_list):
     return kept / sum(m.size for m in logits_list)
 
 
-def sparsity_gradient(logits, weight: float):
-    """`weight * sigmoid'(m)`: the gradient of the mask penalty `weight * sum sigmoid(m)`.
+def mask_fraction(logits_list):
+    """The expected fraction of kept coefficients, mean of sigmoid(m) over every mask logit.
 
-    The optimiser adds it to Adam's normalised step of each logit (decoupled, as AdamW adds
-    weight decay; see `optim.make_optimizer`), so every logit feels the same push whatever the
-    grid size, the loss scale and Adam's epsilon.
+    The mask penalty is `Config.mask_loss_mult` times this: a differentiable proxy of the kept
+    fraction in [0, 1], so the weight w is the loss (mean squared error, for MSE runs) that
+    keeping every coefficient is worth, whatever the grid size. At the optimum a mask stays on
+    while dropping its coefficient would raise the loss by more than w / N (N logits in all).
+    The published code instead puts ~1e-10 on the raw sum of logits inside Adam, where it only
+    acts through Adam's epsilon (1e-8).
     """
-    soft = jax.nn.sigmoid(logits)
-    return weight * soft * (1.0 - soft)
+    total = sum(jnp.sum(jax.nn.sigmoid(m)) for m in logits_list)
+    count = sum(m.size for m in logits_list)
+    return total / count
 
 
 def level_divisors(levels: int, divisors: Sequence[float] | None = None) -> np.ndarray:
