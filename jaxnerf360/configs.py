@@ -66,6 +66,31 @@ class Config:
     # logit (the expected kept fraction): w is the loss that keeping every coefficient is worth,
     # whatever the grid size. Larger gives sparser, smaller files.
     mask_loss_mult: float = 0.0
+    # --- camera poses: joint optimisation (jaxnerf360/poses.py) ---
+    pose_noise: float = 0.0  # std of camera-side se(3) noise on the training poses (BARF: 0.15)
+    pose_init: str = "given"  # given | identity (every training camera starts at the identity)
+    optimize_poses: bool = False  # learn a camera-side se(3) correction per training image
+    optimize_focal: str = "none"  # none | shared | per_image: learn log focal-length scales
+    pose_lr_init: float = 1e-3  # the poses' own Adam, decaying log-linearly to pose_lr_final
+    pose_lr_final: float = 1e-4
+    # Test views: before metrics, refine each test pose photometrically with the field frozen
+    # (BARF's protocol), starting from its true pose mapped into the optimised frame.
+    test_pose_steps: int = 0  # 0: no refinement
+    test_pose_lr_init: float = 1e-3
+    test_pose_lr_final: float = 1e-4
+    test_pose_batch: int = 1024
+    # --- spectral control of the 2D supervision (jaxnerf360/supervision.py) ---
+    # Train against Gaussian-blurred images: ((train_frac, sigma), ...) piecewise linear, sigma
+    # as a fraction of the image width, non-increasing; () is off. With image_blur_random_scale
+    # each step draws a scale in [0, 1] for the sigma.
+    image_blur: tuple = ()
+    image_blur_random_scale: bool = False
+    # Edge-guided loss: until train_frac edge_loss_until, pixels whose Sobel magnitude exceeds
+    # edge_threshold_mult times their image's mean weigh edge_weight, the rest non_edge_weight.
+    edge_loss_until: float = 0.0
+    edge_threshold_mult: float = 1.25
+    edge_weight: float = 1.5
+    non_edge_weight: float = 0.5
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
@@ -143,9 +168,26 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         if not (getattr(config, a) > 0 and getattr(config, b) > 0):
             raise UserError(f"Config.{a}/{b} must be positive, got {getattr(config, a)}, "
                             f"{getattr(config, b)}")
-    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult"):
-        if getattr(config, name) < 0:
-            raise UserError(f"Config.{name}={getattr(config, name)} must be non-negative")
+    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult",
+                 "pose_noise", "edge_loss_until", "edge_threshold_mult", "edge_weight",
+                 "non_edge_weight", "test_pose_steps"):
+        value = getattr(config, name)
+        if not isinstance(value, int | float) or not value >= 0:
+            raise UserError(f"Config.{name}={value!r} must be a non-negative number")
+    if config.pose_init not in ("given", "identity"):
+        raise UserError(f"Config.pose_init={config.pose_init!r} is unknown; use 'given' or "
+                        "'identity'")
+    if config.optimize_focal not in ("none", "shared", "per_image"):
+        raise UserError(f"Config.optimize_focal={config.optimize_focal!r} is unknown; use "
+                        "'none', 'shared' or 'per_image'")
+    if config.optimize_focal != "none" and not config.optimize_poses:
+        raise UserError("Config.optimize_focal needs Config.optimize_poses = True")
+    for a, b in (("pose_lr_init", "pose_lr_final"), ("test_pose_lr_init", "test_pose_lr_final")):
+        if not (getattr(config, a) > 0 and getattr(config, b) > 0):
+            raise UserError(f"Config.{a}/{b} must be positive")
+    from jaxnerf360.fields.spectral import check_schedule
+
+    check_schedule(config.image_blur, "Config.image_blur")
 
 
 def background_rgb(config: Config):

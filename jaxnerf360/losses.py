@@ -11,11 +11,19 @@ def charbonnier(pred, target, eps: float):
     return jnp.mean(jnp.sqrt(jnp.square(pred - target) + eps**2))
 
 
-def data_loss(pred, target, kind: str, eps: float):
-    """The data term: 'charbonnier' or 'mse' between `[..., 3]` colours."""
+def data_loss(pred, target, kind: str, eps: float, weights=None):
+    """The data term: 'charbonnier' or 'mse' between `[..., 3]` colours.
+
+    `weights [...]` (per ray) give a weighted mean, normalised by the mean weight.
+    """
     if kind == "mse":
-        return jnp.mean(jnp.square(pred - target))
-    return charbonnier(pred, target, eps)
+        per = jnp.square(pred - target)
+    else:
+        per = jnp.sqrt(jnp.square(pred - target) + eps**2)
+    if weights is None:
+        return jnp.mean(per)
+    weights = jnp.broadcast_to(weights[..., None], per.shape)
+    return jnp.sum(weights * per) / jnp.sum(weights)
 
 
 def interlevel(final_sdist, final_weights, prop_levels):

@@ -41,12 +41,17 @@ class Model(nn.Module):
         sdist, tdist, prop_levels, mask = sampler(
             rng, rays, warp, train_frac, occupancy=occupancy,
             step_size=self._step_size(sampler, field), scene_kind=self.scene_kind)
+        # Training progress for the fields' schedules (spectral control, coarse-to-fine);
+        # rendering (no rng) sees the finished field.
+        progress = None if rng is None else {"train_frac": train_frac,
+                                             "rng": jax.random.fold_in(rng, 7)}
         if mask is None:
             means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
-            out, overflow = field(means, covs, rays.viewdirs), jnp.zeros((), jnp.int32)
+            out = field(means, covs, rays.viewdirs, progress=progress)
+            overflow = jnp.zeros((), jnp.int32)
         else:
             out, overflow = _masked_field(field, rays, tdist, mask, capacity,
-                                          sampler.ray_shape, warp)
+                                          sampler.ray_shape, warp, progress)
         weights = render.compute_alpha_weights(
             out["density"], tdist, rays.directions, opaque_background=self.opaque_background
         )[0]
@@ -77,7 +82,7 @@ class Model(nn.Module):
         return occupancy_step_size(sampler.box_min, sampler.box_max, res, sampler.step_ratio)
 
 
-def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp):
+def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp, progress=None):
     """The field on intervals `tdist [..., n+1]` where `mask [..., n]` holds (else no density).
 
     With a `capacity` below the sample count, the occupied intervals are gathered into a
@@ -88,7 +93,7 @@ def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp):
     total = mask.size
     if capacity is None or capacity >= total:
         means, covs = rays_to_gaussians(rays, tdist, ray_shape, warp)
-        out = field(means, covs, rays.viewdirs)
+        out = field(means, covs, rays.viewdirs, progress=progress)
         density = jnp.where(mask, out["density"], 0.0)
         return {"density": density, "rgb": out["rgb"]}, jnp.zeros((), jnp.int32)
     n = shape[-1]
@@ -98,7 +103,7 @@ def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp):
     ends = jnp.stack([flat_t[ray, k], flat_t[ray, k + 1]], -1)  # [capacity, 2]
     one = jax.tree.map(lambda x: jnp.reshape(x, (-1, x.shape[-1]))[ray], rays)
     means, covs = rays_to_gaussians(one, ends, ray_shape, warp)
-    sub = field(means, covs, one.viewdirs)
+    sub = field(means, covs, one.viewdirs, progress=progress)
     density = scatter(sub["density"][:, 0], idx, valid, total).reshape(shape)
     rgb = scatter(sub["rgb"][:, 0], idx, valid, total).reshape(shape + (3,))
     return {"density": density, "rgb": rgb}, overflow

@@ -43,6 +43,12 @@ def grid_schedule_from_config(config):
     )
 
 
+def pose_schedule_from_config(config):
+    """The learning-rate schedule of the camera corrections (their own Adam)."""
+    return lambda step: log_linear_lr(step, config.pose_lr_init, config.pose_lr_final,
+                                      config.max_steps)
+
+
 def is_grid_param(path) -> bool:
     """Whether the parameter at pytree `path` is a grid factor (a plane or a line)."""
     last = path[-1]
@@ -52,20 +58,24 @@ def is_grid_param(path) -> bool:
 
 def _label(path) -> str:
     name = str(getattr(path[-1], "key", getattr(path[-1], "name", "")))
+    if str(getattr(path[0], "key", "")) == "poses":
+        return "pose"
     if _MASK_PARAM.search(name):
         return "mask"
     return "grid" if is_grid_param(path) else "net"
 
 
 def param_labels(params):
-    """'mask' for mask logits, 'grid' for grid factors, 'net' for the rest (as `params`)."""
+    """'pose' for camera corrections, 'mask' for mask logits, 'grid' for grid factors, 'net'
+    for the rest, in the structure of `params`."""
     return jax.tree_util.tree_map_with_path(lambda path, _: _label(path), params)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
     """Adam with per-group log-linear schedules, after global-norm clipping.
 
-    Groups: networks, grid factors, and mask logits (at the grid rate, with MASK_ADAM_EPS).
+    Groups: networks, grid factors, mask logits (at the grid rate, with MASK_ADAM_EPS) and
+    camera corrections (Config.pose_lr_init to pose_lr_final).
     """
     def adam(schedule, eps=config.adam_eps):
         return optax.adam(schedule, b1=config.adam_beta1, b2=config.adam_beta2, eps=eps)
@@ -76,6 +86,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     parts.append(optax.multi_transform(
         {"net": adam(schedule_from_config(config)),
          "grid": adam(grid_schedule_from_config(config)),
-         "mask": adam(grid_schedule_from_config(config), eps=MASK_ADAM_EPS)},
+         "mask": adam(grid_schedule_from_config(config), eps=MASK_ADAM_EPS),
+         "pose": adam(pose_schedule_from_config(config))},
         param_labels))
     return optax.chain(*parts)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnerf360 import losses, metrics, optim, parallel
+from jaxnerf360 import filters, losses, metrics, optim, parallel, poses, supervision
 from jaxnerf360.data.scene import Rays
 from jaxnerf360.model import Model, background_colors
 from jaxnerf360.samplers import field_warp
@@ -41,14 +41,18 @@ def uses_occupancy(model: Model) -> bool:
     return hasattr(model.sampler, "update_steps") or hasattr(model.sampler(), "update_steps")
 
 
-def init_state(model: Model, tx: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(model: Model, tx: optax.GradientTransformation, seed: int,
+               pose_params: dict | None = None) -> TrainState:
     """Fresh parameters and optimiser state (identical on every process for one seed).
 
     An occupancy grid starts all occupied: nothing is skipped until the first update.
+    `pose_params` (camera corrections) join the parameters under 'poses'.
     """
     rays = _dummy_rays()
     params = model.init(jax.random.PRNGKey(seed), jax.random.PRNGKey(1), rays, 0.0,
                         jnp.ones((4, 3)))["params"]
+    if pose_params is not None:
+        params = {**params, "poses": pose_params}
     occ = None
     if uses_occupancy(model):
         res = model.sampler().grid_resolution
@@ -79,18 +83,35 @@ def resize_grids(state: TrainState, resolution, field) -> TrainState:
 
 
 def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupancy=None,
-                   capacity=None):
-    """Total loss and its parts for one batch (a dict with rays, rgb, alpha)."""
+                   capacity=None, views=None):
+    """Total loss and its parts for one batch (a dict with rays, rgb, alpha, pixels).
+
+    With camera corrections in `params['poses']` the rays are cast here from the batch
+    pixels and the corrected `views` cameras; blurred targets and edge weights (Config) are
+    gathered from `views` too.
+    """
     rays = batch["rays"]
-    key_render, key_bg = jax.random.split(rng)
+    key_render, key_bg, key_blur = jax.random.split(rng, 3)
+    if "poses" in params:
+        rays = poses.corrected_rays(views, params["poses"], batch["pixels"], rays.cam_idx[..., 0])
+        params = {k: v for k, v in params.items() if k != "poses"}
     bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
+    target = batch["rgb"]
+    if config.image_blur:
+        target = _blurred_target(config, views, batch, train_frac, key_blur)
     # Images were composited on the fixed background at load time; re-composite the target
     # onto this step's background where alpha says the background shows through.
     fixed = jnp.asarray(0.0 if config.background == "black" else 1.0)
-    target = batch["rgb"] + (1.0 - batch["alpha"]) * (bg - fixed)
+    target = target + (1.0 - batch["alpha"]) * (bg - fixed)
     out = model.apply({"params": params}, key_render, rays, train_frac, bg,
                       occupancy=occupancy, capacity=capacity)
-    data = losses.data_loss(out["rgb"], target, config.data_loss_type, config.charb_padding)
+    weights = None
+    if config.edge_loss_until > 0:
+        edge = supervision.pixel_values(views.edges, rays.cam_idx[..., 0], batch["pixels"])
+        weights = jnp.where(train_frac < config.edge_loss_until,
+                            jnp.where(edge, config.edge_weight, config.non_edge_weight), 1.0)
+    data = losses.data_loss(out["rgb"], target, config.data_loss_type, config.charb_padding,
+                            weights)
     interlevel = losses.interlevel(out["sdist"], out["weights"], out["prop_levels"])
     distortion = losses.distortion(out["sdist"], out["weights"])
     total = (config.data_loss_mult * data + config.interlevel_loss_mult * interlevel
@@ -105,35 +126,57 @@ def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupa
                    "overflow": out["overflow"], **reg_parts}
 
 
-def make_train_step(model, tx, config, mesh, capacity: int | None = None):
+def _blurred_target(config, views, batch, train_frac, key):
+    """The batch colours of the images blurred by Config.image_blur (in image widths)."""
+    from jaxnerf360.fields.spectral import max_value, schedule_value
+
+    width = views.images.shape[2]
+    sigma = schedule_value(config.image_blur, train_frac) * width
+    if config.image_blur_random_scale:
+        sigma = sigma * jax.random.uniform(key)
+    radius = filters.kernel_radius(max_value(config.image_blur) * width)
+    cam_idx = batch["rays"].cam_idx[..., 0]
+    return jax.lax.cond(sigma > 0, lambda: supervision.blurred_targets(
+        views.images, cam_idx, batch["pixels"], sigma, radius), lambda: batch["rgb"])
+
+
+def make_train_step(model, tx, config, mesh, capacity: int | None = None, views=None):
     """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
 
-    `capacity` is the static size of the occupied-sample buffer (occupancy sampler only).
+    `capacity` is the static size of the occupied-sample buffer (occupancy sampler only);
+    `views` (replicated device data: cameras, images, edges) is passed to every call.
     """
     schedule = optim.schedule_from_config(config)
 
-    def train_step(state, batch, key):
+    def train_step(state, batch, key, views):
         rng = jax.random.fold_in(key, state.step)
         train_frac = jnp.clip(state.step / config.max_steps, 0.0, 1.0)
         grad_fn = jax.value_and_grad(compute_losses, has_aux=True)
         (_, stats), grads = grad_fn(state.params, model, config, batch, rng, train_frac,
-                                    state.step, state.occupancy, capacity)
+                                    state.step, state.occupancy, capacity, views)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stats["lr"] = schedule(state.step)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
 
     repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                   donate_argnums=(0,))
+    step = jax.jit(train_step, in_shardings=(repl, data, repl, repl),
+                   out_shardings=(repl, repl), donate_argnums=(0,))
+    if views is not None:
+        views = parallel.replicate(views, mesh)
+    return lambda state, batch, key: step(state, batch, key, views)
 
 
 def batch_dict(batch, alpha) -> dict:
-    """The train step's batch: rays, rgb and alpha (ones where the images have none)."""
+    """The train step's batch: rays, rgb, alpha (ones where the images have none), pixels."""
     rgb = np.asarray(batch.rgb, np.float32)
     if alpha is None:
         alpha = np.ones(rgb.shape[:-1] + (1,), np.float32)
-    return {"rays": batch.rays, "rgb": rgb, "alpha": np.asarray(alpha, np.float32)}
+    pixels = batch.pixels
+    if pixels is None:
+        pixels = np.zeros(rgb.shape[:-1] + (2,), np.float32)
+    return {"rays": batch.rays, "rgb": rgb, "alpha": np.asarray(alpha, np.float32),
+            "pixels": np.asarray(pixels, np.float32)}
 
 
 class Renderer:
@@ -152,7 +195,8 @@ class Renderer:
 
         def render(state, rays, capacity):
             bg = background_colors(bg_kind, rays.origins.shape[:-1])
-            out = model.apply({"params": state.params}, None, rays, 1.0, bg, compute_extras=True,
+            params = {k: v for k, v in state.params.items() if k != "poses"}
+            out = model.apply({"params": params}, None, rays, 1.0, bg, compute_extras=True,
                               occupancy=state.occupancy, capacity=capacity)
             return {k: out[k] for k in ("rgb", "acc", "distance_mean", "distance_median")}
 
@@ -215,14 +259,37 @@ def round_capacity(needed: int, total: int) -> int | None:
     return None if capacity >= total else capacity
 
 
-def setup(config, scene_kind: str, mesh):
-    """Model, fresh replicated state and the jitted train step for `config`."""
+def setup(config, scene_kind: str, mesh, num_poses: int = 0, views=None):
+    """Model, fresh replicated state and the jitted train step for `config`.
+
+    With Config.optimize_poses the state holds corrections for `num_poses` training
+    cameras, and the train step casts rays from `views`.
+    """
     model = build_model(scene_kind)
+    check_pose_support(config, model)
     tx = optim.make_optimizer(config)
-    state = init_state(model, tx, config.seed)
+    pose_params = None
+    if config.optimize_poses:
+        pose_params = poses.init_params(num_poses, config.optimize_focal)
+    state = init_state(model, tx, config.seed, pose_params)
     check_regularizers(config, state.params)
     state = parallel.replicate(state, mesh)
-    return model, state, make_train_step(model, tx, config, mesh)
+    return model, state, make_train_step(model, tx, config, mesh, views=views)
+
+
+def check_pose_support(config, model) -> None:
+    """Pose optimisation needs a field and sampler that pass gradients to the rays."""
+    from jaxnerf360.errors import UserError
+
+    if not config.optimize_poses:
+        return
+    for part in (model.field, model.sampler):
+        if not getattr(part, "supports_pose_optimization", False):
+            name = getattr(part, "__name__", type(part).__name__)
+            raise UserError(f"Config.optimize_poses needs a field and sampler whose samples "
+                            f"follow the rays with gradients; {name} does not declare "
+                            "supports_pose_optimization (use MLPField or TensoRFField with "
+                            "ProposalSampler or OccupancySampler)")
 
 
 def check_regularizers(config, params) -> None:
@@ -271,12 +338,12 @@ def restore(mgr, model, state, checkpoint_dir: str):
     return checkpoints.restore_latest(mgr, state, checkpoint_dir)
 
 
-def restore_trained(config, scene_kind: str, mesh):
+def restore_trained(config, scene_kind: str, mesh, num_poses: int = 0):
     """The model and the latest trained parameters of the run in `config.checkpoint_dir`."""
     from jaxnerf360 import checkpoints
     from jaxnerf360.errors import UserError
 
-    model, state, _ = setup(config, scene_kind, mesh)
+    model, state, _ = setup(config, scene_kind, mesh, num_poses)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = restore(mgr, model, state, config.checkpoint_dir)
     if restored is None:
@@ -285,10 +352,11 @@ def restore_trained(config, scene_kind: str, mesh):
     return model, restored
 
 
-def load_trained(config, scene_kind: str, mesh, compressed: str | None = None):
+def load_trained(config, scene_kind: str, mesh, compressed: str | None = None,
+                 num_poses: int = 0):
     """(model, state) of the trained run in `config`, or of a compressed scene file."""
     if compressed:
         from jaxnerf360 import compress
 
         return compress.restore_compressed(compressed, scene_kind, mesh)
-    return restore_trained(config, scene_kind, mesh)
+    return restore_trained(config, scene_kind, mesh, num_poses)

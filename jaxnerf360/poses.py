@@ -172,3 +172,60 @@ def unalign(poses, alignment) -> np.ndarray:
     poses = np.asarray(poses, np.float64)
     centres = (poses[:, :, 3] - shift) @ rot / scale
     return np.concatenate([rot.T @ poses[:, :, :3], centres[..., None]], -1).astype(np.float32)
+
+
+def init_params(num_images: int, focal: str = "none") -> dict:
+    """Zero pose corrections `{'xi': [N, 6]}`, plus `'log_focal'` ([N], or [1] shared)."""
+    out = {"xi": jnp.zeros((num_images, 6), jnp.float32)}
+    if focal == "per_image":
+        out["log_focal"] = jnp.zeros((num_images,), jnp.float32)
+    elif focal == "shared":
+        out["log_focal"] = jnp.zeros((1,), jnp.float32)
+    elif focal != "none":
+        raise UserError(f"Config.optimize_focal={focal!r} is unknown; use 'none', 'shared' or "
+                        "'per_image'")
+    return out
+
+
+def corrected_cameras(views, params, cam_idx):
+    """(camtoworlds `[..., 3, 4]`, intrinsics `[..., 4]`) of images `cam_idx [...]` corrected."""
+    c2w = correct(views.camtoworlds[cam_idx], params["xi"][cam_idx])
+    intrinsics = views.intrinsics[cam_idx]
+    if "log_focal" in params:
+        log_focal = params["log_focal"]
+        scale = jnp.exp(log_focal[cam_idx] if log_focal.shape[0] > 1 else log_focal[0])
+        scale = jnp.broadcast_to(scale, intrinsics.shape[:-1])[..., None]
+        intrinsics = jnp.concatenate([intrinsics[..., :2] * scale, intrinsics[..., 2:]], -1)
+    return c2w, intrinsics
+
+
+def corrected_rays(views, params, pixels, cam_idx):
+    """Rays through `pixels [..., 2]` (col, row; centres at +0.5) of images `cam_idx [...]`.
+
+    Cast with the pose (and focal) corrections `params` applied to the views' cameras, inside
+    the train step, so the photometric loss reaches the poses.
+    """
+    from jaxnerf360.data.cameras import pixels_to_rays
+
+    c2w, intrinsics = corrected_cameras(views, params, cam_idx)
+    ndc = None if views.ndc is None else dict(views.ndc)
+    return pixels_to_rays(pixels[..., 0], pixels[..., 1], c2w, intrinsics,
+                          views.distortion[cam_idx], views.near, views.far, cam_idx, ndc=ndc,
+                          xnp=jnp)
+
+
+def initial(camtoworlds, noise: float = 0.0, init: str = "given", seed: int = 0) -> np.ndarray:
+    """The training poses a run starts from: the given ones, with `noise` (see `perturb`), or
+    every camera at the identity (`init='identity'`, BARF's forward-facing protocol)."""
+    camtoworlds = np.asarray(camtoworlds, np.float32)
+    if init == "identity":
+        return np.tile(np.eye(3, 4, dtype=np.float32), (camtoworlds.shape[0], 1, 1))
+    if noise > 0:
+        return perturb(camtoworlds, noise, seed)
+    return camtoworlds
+
+
+def current(initial_poses, params) -> np.ndarray:
+    """The corrected training poses `[N, 3, 4]` (numpy) of a state's pose parameters."""
+    xi = jnp.asarray(params["xi"])
+    return np.asarray(correct(jnp.asarray(initial_poses), xi))

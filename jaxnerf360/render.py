@@ -23,7 +23,14 @@ def render_path(config, n_frames=None, compressed: str | None = None) -> str:
     n_frames = n_frames or config.render_frames
     mesh = parallel.make_mesh()
     scene = load_split(config, "train")
-    model, state = pipeline.load_trained(config, scene.kind, mesh, compressed)
+    num_poses = scene.num_images if config.optimize_poses and not compressed else 0
+    model, state = pipeline.load_trained(config, scene.kind, mesh, compressed, num_poses)
+    if num_poses:  # the path follows the optimised cameras, in the frame the field learnt
+        from jaxnerf360 import poses
+
+        initial = poses.initial(scene.camtoworlds, config.pose_noise, config.pose_init,
+                                config.seed)
+        scene.camtoworlds = poses.current(initial, jax.device_get(state.params["poses"]))
     renderer = pipeline.Renderer(model, mesh, config.background)
     poses = camera_paths.make_path(config.render_path, scene.camtoworlds, n_frames, scene.kind)
     f = config.render_factor

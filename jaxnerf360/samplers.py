@@ -58,6 +58,7 @@ class ProposalSampler(nn.Module):
     num_final_samples: int = 32
     proposal_field: Callable = PropMLPField
     raydist_fn: str = "reciprocal"  # reciprocal | linear | log
+    supports_pose_optimization = True  # intervals follow the (corrected) rays
     anneal_slope: float = 10.0
     dilation_multiplier: float = 0.5
     dilation_bias: float = 0.0025
@@ -132,6 +133,7 @@ class OccupancySampler(nn.Module):
     unbounded scenes the box is in contracted space and must contain [-2, 2]^3.
     """
 
+    supports_pose_optimization = True  # steps follow the (corrected) rays; see train.py
     box_min: Sequence[float] = (-1.5, -1.5, -1.5)  # field space (bounded / forward scenes)
     box_max: Sequence[float] = (1.5, 1.5, 1.5)
     grid_resolution: int | Sequence[int] = 128  # occupancy voxels per axis

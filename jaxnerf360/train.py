@@ -61,7 +61,9 @@ def train(config: configs.Config) -> pipeline.TrainState:
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
 
-    model, state, train_step = pipeline.setup(config, scene.kind, mesh)
+    cameras = _TrainingCameras(config, scene)
+    model, state, train_step = pipeline.setup(config, scene.kind, mesh, scene.num_images,
+                                              cameras.views)
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = pipeline.restore(mgr, model, state, config.checkpoint_dir)
     if restored is not None:
@@ -71,7 +73,7 @@ def train(config: configs.Config) -> pipeline.TrainState:
     batcher = RayBatcher(scene, config.batch_size, seed=config.seed,
                          process_index=jax.process_index(), process_count=jax.process_count(),
                          start_step=start)
-    grids = _GridTraining(model, config, mesh, scene, batcher)
+    grids = _GridTraining(model, config, mesh, scene, batcher, cameras.views)
     state, train_step = grids.resume(state, train_step)
     renderer = pipeline.Renderer(model, mesh, config.background) if test_scene else None
     key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
@@ -92,11 +94,13 @@ def train(config: configs.Config) -> pipeline.TrainState:
                 now = time.time()
                 rays_per_sec = steps_since * config.batch_size / (now - t_last)
                 eta = (config.max_steps - step) * (now - t_last) / steps_since
+                stats.update(cameras.errors(state))
                 logging.info(
-                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s",
+                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s%s",
                     step, config.max_steps, stats["loss"], stats["psnr"], rays_per_sec,
                     stats["lr"], _format_eta(eta),
-                    f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "")
+                    f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "",
+                    cameras.describe(stats))
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
                 if writer is not None:
@@ -127,6 +131,50 @@ def train(config: configs.Config) -> pipeline.TrainState:
     return state
 
 
+class _TrainingCameras:
+    """The training split's initial poses (perturbed or identity), and pose errors to log."""
+
+    def __init__(self, config, scene):
+        from jaxnerf360 import poses, supervision
+        from jaxnerf360.data import views
+
+        self.config = config
+        self.truth = np.array(scene.camtoworlds)
+        scene.camtoworlds = poses.initial(self.truth, config.pose_noise, config.pose_init,
+                                          config.seed)
+        self.initial = np.array(scene.camtoworlds)
+        self.tracked = config.optimize_poses or not np.array_equal(self.initial, self.truth)
+        if self.tracked:
+            start = poses.pose_errors(self.initial, self.truth)
+            logging.info("initial training poses: %.3f deg mean rotation error, %.4f mean "
+                         "translation error (scene units, after Sim(3) alignment)",
+                         start["rotation_deg"], start["translation"])
+        self.views = None
+        if config.optimize_poses or config.image_blur or config.edge_loss_until > 0:
+            edges = None
+            if config.edge_loss_until > 0:
+                edges = supervision.edge_map(scene.images, config.edge_threshold_mult)
+            self.views = views.from_scene(scene, images=bool(config.image_blur), edges=edges)
+
+    def errors(self, state) -> dict:
+        """{'pose_rotation_deg', 'pose_translation'} of the current poses (if tracked)."""
+        from jaxnerf360 import poses
+
+        if not self.tracked or jax.process_count() > 1 and jax.process_index() != 0:
+            return {}
+        current = self.initial
+        if self.config.optimize_poses:
+            current = poses.current(self.initial, jax.device_get(state.params["poses"]))
+        err = poses.pose_errors(current, self.truth)
+        return {"pose_rotation_deg": err["rotation_deg"], "pose_translation": err["translation"]}
+
+    @staticmethod
+    def describe(stats) -> str:
+        if "pose_rotation_deg" not in stats:
+            return ""
+        return f"  pose {stats['pose_rotation_deg']:.3f} deg {stats['pose_translation']:.4f}"
+
+
 class _GridTraining:
     """Applies the grid schedule between steps: upsampling, occupancy updates, ray filtering.
 
@@ -134,9 +182,9 @@ class _GridTraining:
     exactly what an uninterrupted one did (the ray filter and buffer size are recomputed).
     """
 
-    def __init__(self, model, config, mesh, scene, batcher):
+    def __init__(self, model, config, mesh, scene, batcher, views=None):
         self.model, self.config, self.mesh = model, config, mesh
-        self.scene, self.batcher = scene, batcher
+        self.scene, self.batcher, self.views = scene, batcher, views
         self.upsample = dict(pipeline.grid_schedule(model))
         self.occupancy = pipeline.uses_occupancy(model)
         self.updates = tuple(model.sampler().update_steps) if self.occupancy else ()
@@ -173,10 +221,15 @@ class _GridTraining:
         if changed and self.occupancy:
             train_step = self._remake_step(state)
         elif changed:
-            train_step = pipeline.make_train_step(self.model, self.tx, self.config, self.mesh)
+            train_step = pipeline.make_train_step(self.model, self.tx, self.config, self.mesh,
+                                                  views=self.views)
         return state, train_step
 
     def _filter_rays(self, state):
+        if self.config.optimize_poses:  # the rays still move: keep every one
+            grid_schedule.log_change("training rays kept", int(state.step),
+                                     "poses are being optimised")
+            return
         hits = grid_schedule.training_ray_hits(self.model, state, self.scene)
         kept = self.batcher.keep_only(hits)
         self.kept = hits
@@ -192,7 +245,7 @@ class _GridTraining:
         logging.info("occupied-sample buffer: %s", capacity or "all samples")
         if capacity not in self._steps:
             self._steps[capacity] = pipeline.make_train_step(self.model, self.tx, self.config,
-                                                             self.mesh, capacity)
+                                                             self.mesh, capacity, self.views)
         return self._steps[capacity]
 
 

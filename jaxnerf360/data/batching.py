@@ -95,4 +95,5 @@ class RayBatcher:
         alpha = None
         if self._flat_alpha is not None:
             alpha = np.asarray(self._flat_alpha[flat], dtype=np.float32)[:, None]
-        return Batch(rays=rays, rgb=rgb), alpha
+        pixels = np.stack([cols, rows], -1).astype(np.float32) + 0.5
+        return Batch(rays=rays, rgb=rgb, pixels=pixels), alpha

@@ -30,6 +30,7 @@ class Batch:
 
     rays: Rays
     rgb: np.ndarray  # [..., 3] in [0, 1]
+    pixels: np.ndarray | None = None  # [..., 2] (col, row) + 0.5: where the rays were cast
 
 
 # Scene kinds: how the sampler and field should treat space.

@@ -6,6 +6,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from jaxnerf360.errors import UserError
 from jaxnerf360.geometry import coord
 
 
@@ -46,14 +47,37 @@ class MLPField(nn.Module):
     density_bias: float = -1.0
     rgb_padding: float = 0.001
     density_only: bool = False
+    # BARF's coarse-to-fine encoding for joint pose optimisation: (start, end) fractions of
+    # training over which the frequency bands open one after another; None: all open.
+    coarse_to_fine: tuple | None = None
+    supports_pose_optimization = True  # gradients reach the sample positions
+
+    def __post_init__(self):
+        c2f = self.coarse_to_fine
+        if c2f is not None and not (len(c2f) == 2 and 0 <= c2f[0] < c2f[1] <= 1):
+            raise UserError(f"{type(self).__name__}.coarse_to_fine={c2f!r} must be (start, end) "
+                            "fractions of training with 0 <= start < end <= 1, or None")
+        super().__post_init__()
 
     @nn.compact
-    def __call__(self, means, covs, viewdirs: jnp.ndarray | None = None):
-        """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]}."""
+    def __call__(self, means, covs, viewdirs: jnp.ndarray | None = None, progress=None):
+        """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]}.
+
+        `progress` ({'train_frac', ...}, during training) drives the coarse-to-fine window.
+        """
         dense = lambda width, name=None: nn.Dense(  # noqa: E731
             width, kernel_init=nn.initializers.he_uniform(), name=name
         )
         inputs = _encode_gaussians(means, covs, self.basis_tessellation, self.min_deg, self.max_deg)
+        if self.coarse_to_fine is not None and progress is not None:
+            start, end = self.coarse_to_fine
+            bands = self.max_deg - self.min_deg
+            alpha = bands * jnp.clip((progress["train_frac"] - start) / (end - start), 0.0, 1.0)
+            identity = means.shape[-1] if covs is None else 0  # pos_enc puts x first
+            dim = (inputs.shape[-1] - identity) // (2 * bands)
+            window = jnp.concatenate([jnp.ones(identity),
+                                      coord.coarse_to_fine_weights(alpha, bands, dim)])
+            inputs = inputs * window
         x = inputs
         for i in range(self.net_depth):
             if i == self.skip_layer and i > 0:

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import wavelets
+from jaxnerf360 import filters, wavelets
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields import wavelet
+from jaxnerf360.fields import spectral, wavelet
 from jaxnerf360.geometry import coord
 
 # (plane axes, line axis) for each of the three modes.
@@ -126,7 +126,18 @@ class TensoRFField(nn.Module):
     # so only a steady push (the data against the mask penalty) turns a mask off, not noise.
     mask_init: float = 2.0
 
+    # Spectral control (jaxnerf360/fields/spectral.py): Gaussian filtering of the factors with
+    # a width in world units on a schedule ((train_frac, width), ...), piecewise linear and
+    # non-increasing; () is off. With blur_random_scale each step scales the widths by a
+    # random factor in [0, 1] (density and appearance drawn independently).
+    density_blur: Sequence = ()
+    appearance_blur: Sequence = ()
+    blur_random_scale: bool = False
+    supports_pose_optimization = True  # gradients reach the sample positions
+
     def __post_init__(self):
+        spectral.check_schedule(self.density_blur, "TensoRFField.density_blur")
+        spectral.check_schedule(self.appearance_blur, "TensoRFField.appearance_blur")
         for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
             value = getattr(self, name)
             if len(value) != 3:
@@ -234,14 +245,32 @@ class TensoRFField(nn.Module):
             return wavelet.resample_bands(value, hw, int(self.wavelet_levels))
         return wavelet.resample_coefficients(value, hw, self.wavelet_settings())
 
+    def _filtered(self, name, ranks, schedule, progress):
+        """The factors of `name`, Gaussian-filtered by the spectral-control schedule."""
+        planes, lines = self._factors(name, ranks)
+        if not schedule or progress is None:
+            return planes, lines
+        width = spectral.schedule_value(schedule, progress["train_frac"])
+        if self.blur_random_scale and progress.get("rng") is not None:
+            key = jax.random.fold_in(progress["rng"], 0 if name == "density" else 1)
+            width = width * jax.random.uniform(key)
+        res = (lines[2].shape[1], lines[1].shape[1], lines[0].shape[1])  # static shapes
+        voxel = spectral.voxel_sizes(self.box_min, self.box_max, res)
+        radius = filters.kernel_radius(spectral.max_value(schedule) / float(voxel.min()))
+        return spectral.filter_vm(planes, lines, width / jnp.asarray(voxel, jnp.float32), radius)
+
     @nn.compact
-    def __call__(self, means, covs, viewdirs=None):
-        """Returns {'density': [..., n], 'rgb': [..., n, 3]} at the Gaussians' means."""
+    def __call__(self, means, covs, viewdirs=None, progress=None):
+        """Returns {'density': [..., n], 'rgb': [..., n, 3]} at the Gaussians' means.
+
+        `progress` ({'train_frac', 'rng'}, during training) drives the spectral control.
+        """
         del covs
         batch = means.shape[:-1]
         points = means.reshape(-1, 3)
         lo, hi = jnp.asarray(self.box_min), jnp.asarray(self.box_max)
-        d_planes, d_lines = self._factors("density", self.density_ranks)
+        d_planes, d_lines = self._filtered("density", self.density_ranks, self.density_blur,
+                                           progress)
         sigma = sum(jnp.sum(p, -1) for p in vm_components(d_planes, d_lines, points, lo, hi))
         if self.density_activation == "relu":
             density = jax.nn.relu(sigma)
@@ -253,7 +282,8 @@ class TensoRFField(nn.Module):
         out = {"density": density}
         if viewdirs is None:
             return out
-        a_planes, a_lines = self._factors("appearance", self.appearance_ranks)
+        a_planes, a_lines = self._filtered("appearance", self.appearance_ranks,
+                                           self.appearance_blur, progress)
         comps = jnp.concatenate(vm_components(a_planes, a_lines, points, lo, hi), -1)
         feats = nn.Dense(self.app_dim, use_bias=False, name="basis")(comps)
         dirs = jnp.broadcast_to(viewdirs[..., None, :], batch + (3,)).reshape(-1, 3)

@@ -113,6 +113,18 @@ def integrated_pos_enc(mean, var, min_deg, max_deg):
     return jnp.exp(-0.5 * jnp.maximum(var2, 0.0)) * safe_sin(arg)
 
 
+def coarse_to_fine_weights(alpha, num_bands: int, dim: int):
+    """BARF's frequency window for an encoding of `num_bands` bands of `dim` inputs each.
+
+    Band l gets (1 - cos(pi clip(alpha - l, 0, 1))) / 2: alpha = 0 shuts every band, alpha =
+    num_bands opens them all. Returns `[2 num_bands dim]` weights in the feature order of
+    `pos_enc` / `integrated_pos_enc` (sines then cosines, band-major).
+    """
+    bands = jnp.arange(num_bands, dtype=jnp.float32)
+    w = 0.5 * (1.0 - jnp.cos(jnp.pi * jnp.clip(alpha - bands, 0.0, 1.0)))
+    return jnp.tile(jnp.repeat(w, dim), 2)
+
+
 def _icosahedron():
     """The 12 vertices `[12, 3]` (unit) and 20 faces `[20, 3]` of a regular icosahedron."""
     phi = (1.0 + np.sqrt(5.0)) / 2.0

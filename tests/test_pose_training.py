@@ -1,0 +1,116 @@
+"""Joint pose optimisation wired through training: corrected rays, fields' schedules, checks."""
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnerf360 import configs, parallel, pipeline, poses
+from jaxnerf360.data import load_split
+from jaxnerf360.data import views as views_lib
+from jaxnerf360.data.batching import RayBatcher
+from jaxnerf360.data.cameras import scene_rays
+from jaxnerf360.errors import UserError
+from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    yield
+    gin.clear_config()
+
+
+def test_corrections_that_undo_the_noise_give_the_true_rays(synthetic_dir):
+    config = _config(synthetic_dir)
+    scene = load_split(config, "train")
+    truth = np.array(scene.camtoworlds)
+    noise = np.random.default_rng(0).normal(0, 0.15, (scene.num_images, 6)).astype(np.float32)
+    scene.camtoworlds = np.asarray(poses.correct(jnp.asarray(truth), jnp.asarray(noise)))
+    views = views_lib.from_scene(scene)
+    cam = np.arange(scene.num_images).repeat(3)
+    rows, cols = cam % scene.height, (5 * cam) % scene.width
+    pixels = np.stack([cols, rows], -1).astype(np.float32) + 0.5
+    rays = poses.corrected_rays(views, {"xi": jnp.asarray(-noise)}, jnp.asarray(pixels),
+                                jnp.asarray(cam))
+    scene.camtoworlds = truth
+    want = scene_rays(scene, cam, cols, rows)
+    for name in ("origins", "directions", "viewdirs", "radii"):
+        np.testing.assert_allclose(getattr(rays, name), getattr(want, name), atol=2e-5)
+    # A focal scale of 2 halves the camera-space x and y of every direction.
+    xi = jnp.zeros((scene.num_images, 6))
+    plain = poses.corrected_rays(views, {"xi": xi}, jnp.asarray(pixels), jnp.asarray(cam))
+    longer = poses.corrected_rays(views, {"xi": xi, "log_focal": jnp.full((1,), np.log(2.0))},
+                                  jnp.asarray(pixels), jnp.asarray(cam))
+    rot = np.asarray(views.camtoworlds)[cam][:, :, :3]
+    d0 = np.einsum("nji,nj->ni", rot, np.asarray(plain.directions))
+    d1 = np.einsum("nji,nj->ni", rot, np.asarray(longer.directions))
+    np.testing.assert_allclose(d1, d0 * [0.5, 0.5, 1.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("field", ["mlp", "tensorf"])
+def test_pose_corrections_train_with_blur_and_edges(synthetic_dir, field):
+    config = _config(synthetic_dir, *TINY_FIELDS[field], *TINY_SAMPLERS["proposal"],
+                     "Config.optimize_poses = True", "Config.pose_noise = 0.05",
+                     "Config.optimize_focal = 'shared'", "Config.pose_lr_init = 1e-2",
+                     "Config.pose_lr_final = 1e-2", "Config.image_blur = ((0.0, 0.05),)",
+                     "Config.image_blur_random_scale = True", "Config.edge_loss_until = 1.0",
+                     "MLPField.coarse_to_fine = (0.0, 0.5)",
+                     "TensoRFField.density_blur = ((0.0, 0.2), (1.0, 0.0))",
+                     "TensoRFField.appearance_blur = ((0.0, 0.1),)",
+                     "TensoRFField.blur_random_scale = True")
+    scene = load_split(config, "train")
+    scene.camtoworlds = poses.initial(scene.camtoworlds, config.pose_noise, "given", 0)
+    from jaxnerf360 import supervision
+
+    views = views_lib.from_scene(scene, images=True,
+                                 edges=supervision.edge_map(scene.images, 1.25))
+    mesh = parallel.make_mesh()
+    _, state, step = pipeline.setup(config, scene.kind, mesh, scene.num_images, views)
+    assert state.params["poses"]["xi"].shape == (scene.num_images, 6)
+    assert state.params["poses"]["log_focal"].shape == (1,)
+    batcher = RayBatcher(scene, 256, seed=0)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    losses = []
+    for _ in range(12):
+        batch = parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
+        state, stats = step(state, batch, key)
+        losses.append(float(stats["loss"]))
+    assert np.all(np.isfinite(losses))
+    xi = np.asarray(state.params["poses"]["xi"])
+    assert np.abs(xi).max() > 1e-3  # the poses received gradients and moved
+    assert abs(float(state.params["poses"]["log_focal"][0])) > 1e-4
+
+
+def test_start_up_checks_for_pose_optimisation(synthetic_dir):
+    with pytest.raises(UserError, match="pose_noise"):
+        configs.validate(_config(synthetic_dir, "Config.pose_noise = -0.1"), check_dirs=False)
+    with pytest.raises(UserError, match="image_blur"):
+        configs.validate(_config(synthetic_dir, "Config.image_blur = ((0.0, 0.01), (0.5, 0.02))"),
+                         check_dirs=False)
+    with pytest.raises(UserError, match="optimize_focal"):
+        configs.validate(_config(synthetic_dir, "Config.optimize_focal = 'shared'"),
+                         check_dirs=False)
+    with pytest.raises(UserError, match="density_blur"):
+        from jaxnerf360.fields.tensorf import TensoRFField
+
+        TensoRFField(density_blur=((0.0, -1.0),))
+
+    class Frozen:  # a field that does not declare pose support
+        pass
+
+    config = _config(synthetic_dir, "Config.optimize_poses = True")
+    model = pipeline.build_model("bounded").clone(field=Frozen)
+    with pytest.raises(UserError, match="supports_pose_optimization"):
+        pipeline.check_pose_support(config, model)
+
+
+def test_coarse_to_fine_window_opens_band_by_band():
+    from jaxnerf360.geometry import coord
+
+    w = coord.coarse_to_fine_weights(jnp.asarray(0.0), 4, 2)
+    np.testing.assert_array_equal(w, 0.0)
+    w = np.asarray(coord.coarse_to_fine_weights(jnp.asarray(1.5), 4, 2)).reshape(2, 4, 2)
+    np.testing.assert_allclose(w[0, :, 0], [1.0, 0.5, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(w[0], w[1])  # sines and cosines alike
+    np.testing.assert_array_equal(coord.coarse_to_fine_weights(jnp.asarray(4.0), 4, 2), 1.0)
