@@ -76,6 +76,8 @@ def file_tensors(params, settings: dict, occupancy=None, network_dtype: str = "f
             mask = flat[name[: -len(leaf)] + wavelet.mask_name(leaf)] >= 0
             levels = settings["levels"] if wavelet.is_plane(leaf) else 0
             out[name] = codec.Masked(value.astype(np.float32), mask, levels)
+        elif name.startswith("poses/"):  # camera corrections keep full precision
+            out[name] = value.astype(np.float32)
         else:
             out[name] = value.astype(network_dtype)
     if occupancy is not None:
@@ -104,7 +106,7 @@ def spatial_params(decoded: dict, settings: dict) -> dict:
     """
     flat = {}
     for name, value in decoded.items():
-        if name == "occupancy":
+        if name == "occupancy" or name.startswith("poses/"):
             continue
         value = jnp.asarray(value, jnp.float32)
         leaf = _leaf_name(name)

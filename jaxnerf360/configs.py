@@ -79,7 +79,10 @@ class Config:
     test_pose_lr_init: float = 1e-3
     test_pose_lr_final: float = 1e-4
     test_pose_batch: int = 1024
-    # --- spectral control of the 2D supervision (jaxnerf360/supervision.py) ---
+    # --- spectral control (jaxnerf360/fields/spectral.py, jaxnerf360/supervision.py) ---
+    # Master switch: False ignores the field's filter schedules (TensoRFField.density_blur,
+    # appearance_blur), image_blur and the edge-guided loss, so one binding turns all off.
+    spectral_control: bool = True
     # Train against Gaussian-blurred images: ((train_frac, sigma), ...) piecewise linear, sigma
     # as a fraction of the image width, non-increasing; () is off. With image_blur_random_scale
     # each step draws a scale in [0, 1] for the sigma.

@@ -25,7 +25,7 @@ class Model(nn.Module):
 
     @nn.compact
     def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False,
-                 occupancy=None, capacity: int | None = None):
+                 occupancy=None, capacity: int | None = None, spectral_control: bool = True):
         """Renders `rays` ([...] leading shape) on background `bg_rgbs [..., 3]`.
 
         `occupancy` is an occupancy sampler's grid; with it, the field is evaluated only at
@@ -43,8 +43,8 @@ class Model(nn.Module):
             step_size=self._step_size(sampler, field), scene_kind=self.scene_kind)
         # Training progress for the fields' schedules (spectral control, coarse-to-fine);
         # rendering (no rng) sees the finished field.
-        progress = None if rng is None else {"train_frac": train_frac,
-                                             "rng": jax.random.fold_in(rng, 7)}
+        progress = None if rng is None else {"train_frac": train_frac, "spectral":
+                                             spectral_control, "rng": jax.random.fold_in(rng, 7)}
         if mask is None:
             means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
             out = field(means, covs, rays.viewdirs, progress=progress)

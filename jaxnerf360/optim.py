@@ -83,10 +83,27 @@ def make_optimizer(config) -> optax.GradientTransformation:
     parts = []
     if config.grad_max_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_max_norm))
-    parts.append(optax.multi_transform(
+    parts.append(_present_groups(
         {"net": adam(schedule_from_config(config)),
          "grid": adam(grid_schedule_from_config(config)),
          "mask": adam(grid_schedule_from_config(config), eps=MASK_ADAM_EPS),
-         "pose": adam(pose_schedule_from_config(config))},
-        param_labels))
+         "pose": adam(pose_schedule_from_config(config))}))
     return optax.chain(*parts)
+
+
+def _present_groups(transforms: dict) -> optax.GradientTransformation:
+    """`optax.multi_transform` over `param_labels`, holding state only for groups in use.
+
+    'net' and 'grid' are always there (the state of every run before masks and poses
+    existed), 'mask' and 'pose' only for parameters that have them, so older checkpoints
+    keep restoring.
+    """
+    def build(tree):
+        present = set(jax.tree.leaves(param_labels(tree))) | {"net", "grid"}
+        return optax.multi_transform({k: t for k, t in transforms.items() if k in present},
+                                     param_labels)
+
+    def update(updates, state, params=None):
+        return build(updates).update(updates, state, params)
+
+    return optax.GradientTransformation(lambda params: build(params).init(params), update)

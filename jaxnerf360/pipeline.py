@@ -97,16 +97,17 @@ def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupa
         params = {k: v for k, v in params.items() if k != "poses"}
     bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
     target = batch["rgb"]
-    if config.image_blur:
+    if config.image_blur and config.spectral_control:
         target = _blurred_target(config, views, batch, train_frac, key_blur)
     # Images were composited on the fixed background at load time; re-composite the target
     # onto this step's background where alpha says the background shows through.
     fixed = jnp.asarray(0.0 if config.background == "black" else 1.0)
     target = target + (1.0 - batch["alpha"]) * (bg - fixed)
     out = model.apply({"params": params}, key_render, rays, train_frac, bg,
-                      occupancy=occupancy, capacity=capacity)
+                      occupancy=occupancy, capacity=capacity,
+                      spectral_control=config.spectral_control)
     weights = None
-    if config.edge_loss_until > 0:
+    if config.edge_loss_until > 0 and config.spectral_control:
         edge = supervision.pixel_values(views.edges, rays.cam_idx[..., 0], batch["pixels"])
         weights = jnp.where(train_frac < config.edge_loss_until,
                             jnp.where(edge, config.edge_weight, config.non_edge_weight), 1.0)

@@ -150,11 +150,13 @@ class _TrainingCameras:
                          "translation error (scene units, after Sim(3) alignment)",
                          start["rotation_deg"], start["translation"])
         self.views = None
-        if config.optimize_poses or config.image_blur or config.edge_loss_until > 0:
+        spectral = config.spectral_control
+        if config.optimize_poses or spectral and (config.image_blur or config.edge_loss_until):
             edges = None
-            if config.edge_loss_until > 0:
+            if config.edge_loss_until > 0 and spectral:
                 edges = supervision.edge_map(scene.images, config.edge_threshold_mult)
-            self.views = views.from_scene(scene, images=bool(config.image_blur), edges=edges)
+            self.views = views.from_scene(scene, images=bool(config.image_blur) and spectral,
+                                          edges=edges)
 
     def errors(self, state) -> dict:
         """{'pose_rotation_deg', 'pose_translation'} of the current poses (if tracked)."""

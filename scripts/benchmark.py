@@ -53,18 +53,20 @@ def speed(config, restore: bool = False) -> dict:
     from the latest checkpoint in Config.checkpoint_dir; otherwise it is freshly initialised.
     """
     from jaxnerf360 import checkpoints
-    from jaxnerf360.train import _GridTraining
+    from jaxnerf360.train import _GridTraining, _TrainingCameras
 
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    model, state, step = pipeline.setup(config, scene.kind, mesh)
+    views = _TrainingCameras(config, scene).views  # poses, blurred targets, edges
+    model, state, step = pipeline.setup(config, scene.kind, mesh, scene.num_images, views)
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     if restore:
         mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
         state = pipeline.restore(mgr, model, state, config.checkpoint_dir)
         if state is None:
             sys.exit(f"error: no checkpoint in {config.checkpoint_dir}")
-        state, step = _GridTraining(model, config, mesh, scene, batcher).resume(state, step)
+        state, step = _GridTraining(model, config, mesh, scene, batcher, views).resume(state,
+                                                                                       step)
     start_step = int(state.step)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
@@ -137,9 +139,12 @@ def quality(config) -> dict:
         train_lib.train(config)
         train_seconds = time.perf_counter() - t0
         metrics = eval_lib.evaluate(config)
-    return {"max_steps": config.max_steps, "train_seconds": train_seconds,
-            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
-            "num_test_views": metrics["num_images"]}
+    out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
+           "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
+           "num_test_views": metrics["num_images"]}
+    if "poses" in metrics:  # joint pose optimisation: errors before and after
+        out["poses"] = metrics["poses"]
+    return out
 
 
 def main(argv):

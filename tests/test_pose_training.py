@@ -114,3 +114,27 @@ def test_coarse_to_fine_window_opens_band_by_band():
     np.testing.assert_allclose(w[0, :, 0], [1.0, 0.5, 0.0, 0.0], atol=1e-6)
     np.testing.assert_array_equal(w[0], w[1])  # sines and cosines alike
     np.testing.assert_array_equal(coord.coarse_to_fine_weights(jnp.asarray(4.0), 4, 2), 1.0)
+
+
+def test_cli_pose_run_reports_pose_errors_and_refines_test_poses(tmp_path_factory,
+                                                                  synthetic_dir):
+    import json
+
+    from tests.test_cli import paths, run_cli
+
+    tmp = tmp_path_factory.mktemp("poses")
+    (tmp / "scene").symlink_to(synthetic_dir)
+    pose = ["Config.pose_noise = 0.1", "Config.optimize_poses = True",
+            "Config.test_pose_steps = 3", "Config.test_pose_batch = 64",
+            "Config.image_blur = ((0.0, 0.05), (0.5, 0.0))", "Config.edge_loss_until = 0.5",
+            "MLPField.coarse_to_fine = (0.0, 0.5)", "Config.lpips_net = 'none'",
+            "Config.eval_max_images = 2"]
+    proc = run_cli("train", *paths(tmp), *pose, "Config.print_every = 10")
+    assert "initial training poses:" in proc.stderr and " deg " in proc.stderr
+    run_cli("eval", *paths(tmp), *pose)
+    metrics = json.loads((tmp / "run" / "eval" / "metrics.json").read_text())
+    report = metrics["poses"]
+    assert report["rotation_deg_before"] > 1.0 and np.isfinite(report["rotation_deg"])
+    assert report["test_pose_steps"] == 3 and np.isfinite(metrics["psnr"])
+    run_cli("render", *paths(tmp), *pose, "Config.render_frames = 2")
+    assert (tmp / "run" / "render" / "rgb.mp4").exists()

@@ -248,7 +248,7 @@ class TensoRFField(nn.Module):
     def _filtered(self, name, ranks, schedule, progress):
         """The factors of `name`, Gaussian-filtered by the spectral-control schedule."""
         planes, lines = self._factors(name, ranks)
-        if not schedule or progress is None:
+        if not schedule or progress is None or not progress.get("spectral", True):
             return planes, lines
         width = spectral.schedule_value(schedule, progress["train_frac"])
         if self.blur_random_scale and progress.get("rng") is not None:
@@ -257,7 +257,10 @@ class TensoRFField(nn.Module):
         res = (lines[2].shape[1], lines[1].shape[1], lines[0].shape[1])  # static shapes
         voxel = spectral.voxel_sizes(self.box_min, self.box_max, res)
         radius = filters.kernel_radius(spectral.max_value(schedule) / float(voxel.min()))
-        return spectral.filter_vm(planes, lines, width / jnp.asarray(voxel, jnp.float32), radius)
+        sigma = width / jnp.asarray(voxel, jnp.float32)
+        # Once the schedule reaches zero the (wide, static) kernel is skipped, not applied.
+        return jax.lax.cond(width > 0, lambda: spectral.filter_vm(planes, lines, sigma, radius),
+                            lambda: (planes, lines))
 
     @nn.compact
     def __call__(self, means, covs, viewdirs=None, progress=None):
