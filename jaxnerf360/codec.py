@@ -387,14 +387,18 @@ def _read_bits(r: "_Reader", n: int) -> np.ndarray:
     return rle_decode(first_bit, huffman_decode(r.take(length)), n)
 
 
-def _shape_elements(shape, max_elements: int, what: str) -> int:
-    """The element count of `shape`, or UserError when it (or any axis) exceeds max_elements."""
+def _read_shape(r: "_Reader", max_elements: int, what: str) -> tuple[tuple, int]:
+    """(shape, element count) read as u8 ndim | u64 dims; UserError when absurd."""
+    (ndim,) = r.unpack("<B")
+    if ndim > MAX_NDIM:
+        raise UserError(f"{what}: {ndim} dimensions, at most {MAX_NDIM}")
+    shape = r.unpack(f"<{ndim}Q")
     n = 1
     for d in shape:
         n *= d
     if n > max_elements or any(d > max_elements for d in shape):
         raise UserError(f"{what}: shape {tuple(shape)} has {n} elements, over {max_elements}")
-    return n
+    return shape, n
 
 
 def _level_groups(shape, levels: int, what: str) -> list:
@@ -460,11 +464,7 @@ def encode_masked(values, mask, levels: int = 0) -> bytes:
 def decode_masked(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     """Float32 [...] from `encode_masked`: dequantised values at the mask, 0 elsewhere."""
     r = _Reader(bytes(data), "masked record")
-    (ndim,) = r.unpack("<B")
-    if ndim > MAX_NDIM:
-        raise UserError(f"masked record: {ndim} dimensions, at most {MAX_NDIM}")
-    shape = r.unpack(f"<{ndim}Q")
-    n = _shape_elements(shape, max_elements, "masked record")
+    shape, n = _read_shape(r, max_elements, "masked record")
     scale, offset, levels = r.unpack("<ffB")
     if not (np.isfinite(scale) and np.isfinite(offset) and scale >= 0):
         raise UserError(f"masked record: invalid scale {scale} or offset {offset}")
@@ -511,11 +511,7 @@ def encode_bits_tensor(mask) -> bytes:
 def decode_bits_tensor(data: bytes, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     """Bool [...] from `encode_bits_tensor`."""
     r = _Reader(bytes(data), "bits record")
-    (ndim,) = r.unpack("<B")
-    if ndim > MAX_NDIM:
-        raise UserError(f"bits record: {ndim} dimensions, at most {MAX_NDIM}")
-    shape = r.unpack(f"<{ndim}Q")
-    n = _shape_elements(shape, max_elements, "bits record")
+    shape, n = _read_shape(r, max_elements, "bits record")
     try:
         out = _read_bits(r, n).reshape(shape)
     except UserError as e:

@@ -5,17 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxnerf360 import codec, compress
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import wavelet
-from jaxnerf360.fields.tensorf import TensoRFField
 from tests.cli_env import cli_env
 from tests.test_cli import paths, run_cli
+from tests.test_wavelet_field import _random_params
+from tests.test_wavelet_field import _wavelet_field as _field
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,23 +35,8 @@ WAVELET_RUN = [
 ]
 
 
-def _field(**kw):
-    args = dict(density_ranks=(2, 2, 2), appearance_ranks=(3, 3, 3), resolution=(16, 24, 8),
-                app_dim=5, mlp_width=16, upsample_steps=(), plane_coding="wavelet",
-                wavelet="bior4.4", wavelet_levels=2, density_activation="relu",
-                density_scale=1.0)
-    args.update(kw)
-    return TensoRFField(**args)
-
-
 def _params(field, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = jnp.asarray(rng.uniform(-1.4, 1.4, (1, 300, 3)), jnp.float32)
-    dirs = jnp.asarray([[0.0, 0.6, 0.8]])
-    params = dict(field.init(jax.random.PRNGKey(seed), pts, None, dirs)["params"])
-    for name in list(params):
-        if wavelet.is_mask(name):
-            params[name] = jnp.asarray(rng.normal(-0.5, 1.0, params[name].shape), jnp.float32)
+    params, pts, dirs = _random_params(field, seed)
     return {"field": params}, pts, dirs
 
 
