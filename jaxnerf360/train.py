@@ -5,6 +5,7 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -242,13 +243,25 @@ class _GridTraining:
         probe = RayBatcher(self.scene, self.config.batch_size, seed=self.config.seed + 7919)
         if self.kept is not None:
             probe.keep_only(self.kept)
-        batches = [next(probe).rays for _ in range(4)]
+        batches = [self._probe_rays(state, next(probe)) for _ in range(4)]
         capacity = grid_schedule.estimate_capacity(self.model, state, batches)
         logging.info("occupied-sample buffer: %s", capacity or "all samples")
         if capacity not in self._steps:
             self._steps[capacity] = pipeline.make_train_step(self.model, self.tx, self.config,
                                                              self.mesh, capacity, self.views)
         return self._steps[capacity]
+
+
+    def _probe_rays(self, state, batch):
+        # With poses being optimised the train step casts rays from the corrected cameras,
+        # which cross the scene box differently from the initial ones.
+        if "poses" not in state.params:
+            return batch.rays
+        from jaxnerf360 import poses
+
+        params = jax.device_get(state.params["poses"])
+        return poses.corrected_rays(self.views, params, jnp.asarray(batch.pixels),
+                                    jnp.asarray(batch.rays.cam_idx[..., 0]))
 
 
 def _summarise_test_view(writer, renderer, state, scene, config, step):
