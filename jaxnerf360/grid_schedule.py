@@ -59,14 +59,14 @@ def training_ray_hits(model, state, scene, chunk: int = 8192) -> np.ndarray:
     return np.stack(out)
 
 
-def estimate_capacity(model, state, batches) -> int | None:
+def estimate_capacity(model, state, batches, at_least: int = 0) -> int | None:
     """A static buffer size for the occupied samples of training batches like `batches`.
 
-    The fullest of the probe batches plus a margin, rounded up to 1/32 of all samples;
-    None when nearly every sample is occupied (no point in compacting).
+    The fullest of the probe batches (or `at_least`, if more) plus a margin, rounded up to
+    1/32 of all samples; None when nearly every sample is occupied (no point in compacting).
     """
     count = jax.jit(lambda st, rays: pipeline.occupied_samples(model, st, rays))
-    worst, total = 0, 1
+    worst, total = at_least, 1
     for rays in batches:
         used, total = (int(v) for v in jax.device_get(count(state, rays)))
         worst = max(worst, used)

@@ -102,6 +102,8 @@ def train(config: configs.Config) -> pipeline.TrainState:
                     stats["lr"], _format_eta(eta),
                     f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "",
                     cameras.describe(stats))
+                if stats["overflow"]:
+                    train_step = grids.grow_buffer(state, int(stats["overflow"]))
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
                 if writer is not None:
@@ -193,6 +195,7 @@ class _GridTraining:
         self.updates = tuple(model.sampler().update_steps) if self.occupancy else ()
         self.tx = optim.make_optimizer(config)
         self.kept = None
+        self.capacity = None
         self._steps = {}  # capacity -> jitted train step, so a repeated size is not recompiled
 
     def resume(self, state, train_step):
@@ -239,16 +242,25 @@ class _GridTraining:
         grid_schedule.log_change("training rays filtered", int(state.step),
                                  f"{kept} of {hits.size} reach occupied space")
 
-    def _remake_step(self, state):
+    def grow_buffer(self, state, overflow: int):
+        """The train step re-sized after a step dropped `overflow` occupied samples.
+
+        Batches vary, and rays cast from cameras being optimised cross more of the scene as
+        the poses settle, so probe batches can under-count.
+        """
+        return self._remake_step(state, at_least=(self.capacity or 0) + overflow)
+
+    def _remake_step(self, state, at_least: int = 0):
         probe = RayBatcher(self.scene, self.config.batch_size, seed=self.config.seed + 7919)
         if self.kept is not None:
             probe.keep_only(self.kept)
         batches = [self._probe_rays(state, next(probe)) for _ in range(4)]
-        capacity = grid_schedule.estimate_capacity(self.model, state, batches)
+        capacity = grid_schedule.estimate_capacity(self.model, state, batches, at_least)
         logging.info("occupied-sample buffer: %s", capacity or "all samples")
         if capacity not in self._steps:
             self._steps[capacity] = pipeline.make_train_step(self.model, self.tx, self.config,
                                                              self.mesh, capacity, self.views)
+        self.capacity = capacity
         return self._steps[capacity]
 
 

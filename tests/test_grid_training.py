@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, losses, optim, parallel, pipeline
+from jaxnerf360 import configs, losses, optim, parallel, pipeline, train
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.errors import UserError
@@ -102,6 +102,23 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     dense, packed, short = render(None), render(used), render(used - 10)
     np.testing.assert_allclose(packed["rgb"], dense["rgb"], atol=1e-5)
     assert int(packed["overflow"]) == 0 and int(short["overflow"]) == 10
+
+
+def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
+    """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"])
+    scene = load_split(config, "train")
+    mesh = parallel.make_mesh()
+    model, state, _ = pipeline.setup(config, scene.kind, mesh)
+    grid = np.zeros(state.occupancy.shape, bool)
+    grid[:, :, : grid.shape[2] // 4] = True
+    state = state.replace(occupancy=jnp.asarray(grid))
+    grids = train._GridTraining(model, config, mesh, scene, RayBatcher(scene, 64, seed=0))
+    grids._remake_step(state)
+    first = grids.capacity
+    assert first is not None
+    grids.grow_buffer(state, overflow=1)
+    assert grids.capacity > first
 
 
 def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
