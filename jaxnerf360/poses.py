@@ -147,10 +147,14 @@ def pose_errors(poses, gt) -> dict:
     (the scene's gauge: scale, rotation and position are unobservable); the rotations get
     the fit's rotation. Returns the mean rotation error in degrees and the mean distance
     between aligned and true centres in the units of `gt` (the scene's world units), with the
-    alignment (s, R, t).
+    alignment (s, R, t). Centres that coincide (every camera at the identity, BARF's
+    forward-facing start) fix no alignment, so, as BARF does, they are compared unaligned.
     """
     poses, gt = np.asarray(poses, np.float64), np.asarray(gt, np.float64)
-    scale, rot, shift = procrustes(poses[:, :, 3], gt[:, :, 3])
+    if np.ptp(poses[:, :, 3], axis=0).max(initial=0.0) == 0.0:
+        scale, rot, shift = 1.0, np.eye(3), np.zeros(3)
+    else:
+        scale, rot, shift = procrustes(poses[:, :, 3], gt[:, :, 3])
     centres = scale * poses[:, :, 3] @ rot.T + shift
     rotations = rot @ poses[:, :, :3]
     return {"rotation_deg": float(np.mean(rotation_angle_deg(rotations, gt[:, :, :3]))),

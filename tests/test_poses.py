@@ -103,6 +103,17 @@ def test_pose_errors_are_gauge_free_and_measure_what_was_added():
     assert err["rotation_deg"] == pytest.approx(2.0, abs=1e-3) and err["translation"] < 1e-4
 
 
+def test_pose_errors_from_identity_poses_are_unaligned():
+    """Coinciding centres fix no Sim(3): they are compared as they are (BARF's fallback)."""
+    rng = np.random.default_rng(8)
+    gt = np.asarray(poses.se3_exp(jnp.asarray(rng.normal(size=(6, 6)), jnp.float32)))
+    start = np.tile(np.eye(3, 4), (6, 1, 1))
+    err = poses.pose_errors(start, gt)
+    angles = poses.rotation_angle_deg(np.eye(3), gt[:, :, :3])
+    assert err["rotation_deg"] == pytest.approx(np.mean(angles))
+    assert err["translation"] == pytest.approx(np.mean(np.linalg.norm(gt[:, :, 3], axis=-1)))
+
+
 def test_perturb_is_seeded_camera_side_noise():
     gt = np.tile(np.eye(3, 4, dtype=np.float32), (400, 1, 1))
     a, b = poses.perturb(gt, 0.15, seed=1), poses.perturb(gt, 0.15, seed=1)
