@@ -81,11 +81,13 @@ def _test_poses(config, model, state, train, test) -> tuple:
         "rotation_deg_before": before["rotation_deg"], "translation_before": before["translation"],
         "rotation_deg": after["rotation_deg"], "translation": after["translation"],
         "note": "mean over training views after Sim(3) alignment of camera centres to the "
-                "truth; translation in scene units (the loader's normalised world)",
+                "truth (none for coinciding centres, e.g. identity poses); translation in "
+                "scene units (the loader's normalised world)",
         "test_pose_steps": config.test_pose_steps}}
     logging.info("training poses: rotation %.3f -> %.3f deg, translation %.4f -> %.4f "
-                 "(scene units, after Sim(3) alignment)", before["rotation_deg"],
-                 after["rotation_deg"], before["translation"], after["translation"])
+                 "(scene units, after Sim(3) alignment of distinct centres)",
+                 before["rotation_deg"], after["rotation_deg"], before["translation"],
+                 after["translation"])
     test_poses = poses.unalign(test.camtoworlds, after["align"])
     if config.test_pose_steps > 0:
         test_poses = _refine_test_poses(config, model, state, test, test_poses)

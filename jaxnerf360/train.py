@@ -150,7 +150,8 @@ class _TrainingCameras:
         if self.tracked:
             start = poses.pose_errors(self.initial, self.truth)
             logging.info("initial training poses: %.3f deg mean rotation error, %.4f mean "
-                         "translation error (scene units, after Sim(3) alignment)",
+                         "translation error (scene units, after Sim(3) alignment of distinct "
+                         "centres)",
                          start["rotation_deg"], start["translation"])
         self.views = None
         spectral = config.spectral_control
