@@ -246,8 +246,8 @@ class _GridTraining:
     def grow_buffer(self, state, overflow: int):
         """The train step re-sized after a step dropped `overflow` occupied samples.
 
-        Batches vary, and rays cast from cameras being optimised cross more of the scene as
-        the poses settle, so probe batches can under-count.
+        Called at print steps. Batches vary, and rays cast from cameras being optimised
+        cross more of the scene as the poses settle, so probe batches can under-count.
         """
         return self._remake_step(state, at_least=(self.capacity or 0) + overflow)
 
@@ -263,7 +263,6 @@ class _GridTraining:
                                                              self.mesh, capacity, self.views)
         self.capacity = capacity
         return self._steps[capacity]
-
 
     def _probe_rays(self, state, batch):
         # With poses being optimised the train step casts rays from the corrected cameras,
