@@ -80,16 +80,21 @@ def test_thirty_steps_reduce_the_loss(synthetic_dir, field, sampler):
     assert np.mean(data[-5:]) < 0.7 * np.mean(data[:5]), data
 
 
-def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
-    """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
+def _partly_occupied(synthetic_dir, share: int):
+    """(config, scene, mesh, model, state) of a VM/occupancy run whose grid occupies only the
+    first 1/share of the z axis, so a sample buffer is much smaller than all samples."""
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"])
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
     model, state, _ = pipeline.setup(config, scene.kind, mesh)
-    # Occupy one half-space only, so the buffer is much smaller than all samples.
     grid = np.zeros(state.occupancy.shape, bool)
-    grid[:, :, : grid.shape[2] // 2] = True
-    state = state.replace(occupancy=jnp.asarray(grid))
+    grid[:, :, : grid.shape[2] // share] = True
+    return config, scene, mesh, model, state.replace(occupancy=jnp.asarray(grid))
+
+
+def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
+    """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
+    _, scene, _, model, state = _partly_occupied(synthetic_dir, 2)
     rays = next(RayBatcher(scene, 128, seed=1)).rays
     used, total = (int(v) for v in pipeline.occupied_samples(model, state, rays))
     assert 0 < used < total // 2
@@ -106,13 +111,7 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
 
 def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
-    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"])
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    model, state, _ = pipeline.setup(config, scene.kind, mesh)
-    grid = np.zeros(state.occupancy.shape, bool)
-    grid[:, :, : grid.shape[2] // 4] = True
-    state = state.replace(occupancy=jnp.asarray(grid))
+    config, scene, mesh, model, state = _partly_occupied(synthetic_dir, 4)
     grids = train._GridTraining(model, config, mesh, scene, RayBatcher(scene, 64, seed=0))
     grids._remake_step(state)
     first = grids.capacity
