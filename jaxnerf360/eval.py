@@ -123,11 +123,11 @@ def _refine_test_poses(config, model, state, scene, init) -> np.ndarray:
 
     rng = np.random.default_rng(config.seed)
     out = np.array(init)
+    test_views = views_lib.from_scene(scene)
     for i in range(init.shape[0]):
-        single = views_lib.from_scene(scene)
-        single = single.replace(camtoworlds=jnp.asarray(init[i:i + 1]),
-                                intrinsics=single.intrinsics[i:i + 1],
-                                distortion=single.distortion[i:i + 1])
+        single = test_views.replace(camtoworlds=jnp.asarray(init[i:i + 1]),
+                                    intrinsics=test_views.intrinsics[i:i + 1],
+                                    distortion=test_views.distortion[i:i + 1])
         xi = jnp.zeros(6)
         opt_state = tx.init(xi)
         for _ in range(steps):
