@@ -1,5 +1,7 @@
 """The training pipeline as pure functions: model and state, the train step, rendering."""
 
+import dataclasses
+import math
 from typing import Any
 
 import flax
@@ -141,12 +143,37 @@ def _blurred_target(config, views, batch, train_frac, key):
         views.images, cam_idx, batch["pixels"], sigma, radius), lambda: batch["rgb"])
 
 
-def make_train_step(model, tx, config, mesh, capacity: int | None = None, views=None):
+def spectral_end_step(config, model) -> int | None:
+    """The first step (`state.step`) from which spectral control changes nothing.
+
+    None when no control is on. From that step the train step can be compiled without the
+    filters, blurred targets and edge weights, which otherwise stay in the compiled step
+    behind `lax.cond` (their wide static kernels cost compile time at every later change).
+    """
+    from jaxnerf360.fields import spectral
+
+    if not config.spectral_control:
+        return None
+    field = model.field()
+    ends = [spectral.end_fraction(getattr(field, name, ()))
+            for name in ("density_blur", "appearance_blur")]
+    ends += [spectral.end_fraction(config.image_blur), max(config.edge_loss_until, 0.0)]
+    end = max(ends)
+    if end == 0 or math.isinf(end):
+        return None
+    return math.ceil(end * config.max_steps - 1e-9)
+
+
+def make_train_step(model, tx, config, mesh, capacity: int | None = None, views=None,
+                    spectral: bool = True):
     """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
 
     `capacity` is the static size of the occupied-sample buffer (occupancy sampler only);
-    `views` (replicated device data: cameras, images, edges) is passed to every call.
+    `views` (replicated device data: cameras, images, edges) is passed to every call;
+    `spectral=False` compiles the step without spectral control (see `spectral_end_step`).
     """
+    if not spectral:
+        config = dataclasses.replace(config, spectral_control=False)
     schedule = optim.schedule_from_config(config)
 
     def train_step(state, batch, key, views):

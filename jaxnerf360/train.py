@@ -197,15 +197,25 @@ class _GridTraining:
         self.tx = optim.make_optimizer(config)
         self.kept = None
         self.capacity = None
-        self._steps = {}  # capacity -> jitted train step, so a repeated size is not recompiled
+        self._steps = {}  # (capacity, spectral) -> jitted step: a repeated size is not recompiled
+        self.spectral_end = pipeline.spectral_end_step(config, model)
 
     def resume(self, state, train_step):
-        """Re-derives the ray filter and sample buffer of a run restored mid-schedule."""
+        """Re-derives the ray filter, sample buffer and spectral phase of a restored run."""
+        step = int(state.step)
         if not self.occupancy:
-            return state, train_step
-        if len(self.updates) > 1 and int(state.step) >= self.updates[1]:
+            return state, train_step if self._spectral(step) else self._plain_step(step)
+        if len(self.updates) > 1 and step >= self.updates[1]:
             self._filter_rays(state)
         return state, self._remake_step(state)
+
+    def _spectral(self, step: int) -> bool:
+        """Whether the train step at `step` still needs the spectral-control code."""
+        return self.spectral_end is None or step < self.spectral_end
+
+    def _plain_step(self, step: int):
+        return pipeline.make_train_step(self.model, self.tx, self.config, self.mesh,
+                                        views=self.views, spectral=self._spectral(step))
 
     def before_step(self, state, train_step):
         """Applies the changes scheduled at the state's step; returns (state, train_step)."""
@@ -225,11 +235,14 @@ class _GridTraining:
                                        self.mesh)
             grid_schedule.log_change("grid upsampled", step, f"resolution {self.upsample[step]}")
             changed = True
+        if step == self.spectral_end:
+            grid_schedule.log_change("spectral control over", step,
+                                     "the train step is recompiled without it")
+            changed = True
         if changed and self.occupancy:
             train_step = self._remake_step(state)
         elif changed:
-            train_step = pipeline.make_train_step(self.model, self.tx, self.config, self.mesh,
-                                                  views=self.views)
+            train_step = self._plain_step(step)
         return state, train_step
 
     def _filter_rays(self, state):
@@ -258,11 +271,12 @@ class _GridTraining:
         batches = [self._probe_rays(state, next(probe)) for _ in range(4)]
         capacity = grid_schedule.estimate_capacity(self.model, state, batches, at_least)
         logging.info("occupied-sample buffer: %s", capacity or "all samples")
-        if capacity not in self._steps:
-            self._steps[capacity] = pipeline.make_train_step(self.model, self.tx, self.config,
-                                                             self.mesh, capacity, self.views)
+        key = (capacity, self._spectral(int(state.step)))
+        if key not in self._steps:
+            self._steps[key] = pipeline.make_train_step(self.model, self.tx, self.config,
+                                                        self.mesh, capacity, self.views, key[1])
         self.capacity = capacity
-        return self._steps[capacity]
+        return self._steps[key]
 
     def _probe_rays(self, state, batch):
         # With poses being optimised the train step casts rays from the corrected cameras,

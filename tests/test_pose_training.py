@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, parallel, pipeline, poses
+from jaxnerf360 import configs, optim, parallel, pipeline, poses
 from jaxnerf360.data import load_split
 from jaxnerf360.data import views as views_lib
 from jaxnerf360.data.batching import RayBatcher
@@ -80,6 +80,43 @@ def test_pose_corrections_train_with_blur_and_edges(synthetic_dir, field):
     xi = np.asarray(state.params["poses"]["xi"])
     assert np.abs(xi).max() > 1e-3  # the poses received gradients and moved
     assert abs(float(state.params["poses"]["log_focal"][0])) > 1e-4
+
+
+def test_step_compiled_without_spectral_control_matches_once_the_schedules_end(synthetic_dir):
+    # Schedules end at 0.3 (3D blur), 0.4 (2D blur) and 0.2 (edges) of 100 steps.
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"],
+                     "Config.optimize_poses = True", "Config.pose_noise = 0.05",
+                     "Config.image_blur = ((0.0, 0.5), (0.4, 0.0))",
+                     "Config.edge_loss_until = 0.2",
+                     "TensoRFField.density_blur = ((0.0, 0.2), (0.3, 0.0))",
+                     "TensoRFField.appearance_blur = ((0.1, 0.1), (0.25, 0.0))")
+    from jaxnerf360 import supervision
+
+    scene = load_split(config, "train")
+    views = views_lib.from_scene(scene, images=True,
+                                 edges=supervision.edge_map(scene.images, 1.25))
+    mesh = parallel.make_mesh()
+    model, state, with_control = pipeline.setup(config, scene.kind, mesh, scene.num_images,
+                                                views)
+    assert pipeline.spectral_end_step(config, model) == 40
+    plain = pipeline.make_train_step(model, optim.make_optimizer(config), config, mesh,
+                                     views=views, spectral=False)
+    batch = parallel.to_global(pipeline.batch_dict(*RayBatcher(scene, 256, 0).next_with_alpha()),
+                               mesh)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+
+    def losses(at_step):
+        out = []
+        for step in (with_control, plain):
+            moved = state.replace(step=jnp.asarray(at_step, state.step.dtype))
+            out.append(float(step(jax.tree_util.tree_map(jnp.copy, moved), batch, key)[1]["loss"]))
+        return out
+
+    before, after = losses(36), losses(40)
+    assert abs(before[0] - before[1]) > 1e-6  # the 2D blur still acts at step 36
+    assert after[0] == pytest.approx(after[1], rel=1e-6, abs=1e-9)
+    bindings = ["Config.spectral_control = False"]
+    assert pipeline.spectral_end_step(_config(synthetic_dir, *bindings), model) is None
 
 
 def test_start_up_checks_for_pose_optimisation(synthetic_dir):

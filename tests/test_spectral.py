@@ -65,3 +65,13 @@ def test_schedules_are_piecewise_linear_and_checked():
 def test_voxel_sizes():
     np.testing.assert_allclose(spectral.voxel_sizes((-1, -1, -2), (1, 1, 2), (11, 21, 5)),
                                [0.2, 0.1, 1.0])
+
+
+def test_end_fraction_is_where_a_schedule_reaches_zero_for_good():
+    assert spectral.end_fraction(()) == 0.0
+    assert spectral.end_fraction(((0.0, 0.3), (0.1, 0.15), (0.3, 0.0))) == 0.3
+    assert spectral.end_fraction(((0.0, 0.0),)) == 0.0
+    assert spectral.end_fraction(((0.0, 0.3), (0.5, 0.1))) == float("inf")
+    knots = ((0.0, 0.3), (0.2, 0.0), (0.6, 0.0))
+    assert float(spectral.schedule_value(knots, spectral.end_fraction(knots))) == 0.0
+    assert float(spectral.schedule_value(knots, spectral.end_fraction(knots) - 1e-3)) > 0.0

@@ -58,6 +58,15 @@ def max_value(schedule: Sequence) -> float:
     return float(schedule[0][1]) if schedule else 0.0
 
 
+def end_fraction(schedule: Sequence) -> float:
+    """The fraction of training from which a schedule stays 0 (0 if empty; inf if never)."""
+    if not schedule:
+        return 0.0
+    if float(schedule[-1][1]) > 0:
+        return float("inf")
+    return min(float(f) for f, v in schedule if float(v) == 0)
+
+
 def voxel_sizes(box_min, box_max, resolution) -> np.ndarray:
     """World size `[3]` of one voxel of a corner-aligned grid of `resolution` (x, y, z) points."""
     lo, hi = np.asarray(box_min, np.float64), np.asarray(box_max, np.float64)
