@@ -80,14 +80,17 @@ def _test_poses(config, model, state, train, test) -> tuple:
     report = {"poses": {
         "rotation_deg_before": before["rotation_deg"], "translation_before": before["translation"],
         "rotation_deg": after["rotation_deg"], "translation": after["translation"],
+        "rotation_deg_orientation_fit": after["rotation_deg_orientation_fit"],
         "note": "mean over training views after Sim(3) alignment of camera centres to the "
                 "truth (none for coinciding centres, e.g. identity poses); translation in "
-                "scene units (the loader's normalised world)",
+                "scene units (the loader's normalised world); rotation_deg_orientation_fit: "
+                "after the rotation fitted to the orientations instead (a diagnostic)",
         "test_pose_steps": config.test_pose_steps}}
     logging.info("training poses: rotation %.3f -> %.3f deg, translation %.4f -> %.4f "
-                 "(scene units, after Sim(3) alignment of distinct centres)",
-                 before["rotation_deg"], after["rotation_deg"], before["translation"],
-                 after["translation"])
+                 "(scene units, after Sim(3) alignment of distinct centres); rotation %.3f deg "
+                 "after a fit of the orientations", before["rotation_deg"],
+                 after["rotation_deg"], before["translation"], after["translation"],
+                 after["rotation_deg_orientation_fit"])
     test_poses = poses.unalign(test.camtoworlds, after["align"])
     if config.test_pose_steps > 0:
         test_poses = _refine_test_poses(config, model, state, test, test_poses)

@@ -172,6 +172,7 @@ def test_cli_pose_run_reports_pose_errors_and_refines_test_poses(tmp_path_factor
     metrics = json.loads((tmp / "run" / "eval" / "metrics.json").read_text())
     report = metrics["poses"]
     assert report["rotation_deg_before"] > 1.0 and np.isfinite(report["rotation_deg"])
+    assert np.isfinite(report["rotation_deg_orientation_fit"])
     assert report["test_pose_steps"] == 3 and np.isfinite(metrics["psnr"])
     run_cli("render", *paths(tmp), *pose, "Config.render_frames = 2")
     assert (tmp / "run" / "render" / "rgb.mp4").exists()

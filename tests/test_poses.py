@@ -114,6 +114,26 @@ def test_pose_errors_from_identity_poses_are_unaligned():
     assert err["translation"] == pytest.approx(np.mean(np.linalg.norm(gt[:, :, 3], axis=-1)))
 
 
+def test_orientation_fit_is_immune_to_the_tilt_of_nearly_planar_centres():
+    rng = np.random.default_rng(9)
+    rotations = Rotation.from_rotvec(rng.normal(0, 0.05, (16, 3))).as_matrix()
+    centres = np.stack([rng.uniform(-0.4, 0.4, 16), rng.uniform(-0.13, 0.13, 16),
+                        np.zeros(16)], -1)  # forward-facing: centres on a plane
+    gt = np.concatenate([rotations, centres[..., None]], -1)
+    gauge = Rotation.random(random_state=10).as_matrix()
+    depth_error = rng.normal(0, 0.015, 16)[:, None] * [0.0, 0.0, 1.0]
+    learned = np.concatenate([gauge @ rotations, ((centres + depth_error) @ gauge.T)[..., None]],
+                             -1)
+    np.testing.assert_allclose(poses.orientation_fit(learned[:, :, :3], rotations), gauge.T,
+                               atol=1e-12)
+    err = poses.pose_errors(learned, gt)
+    assert err["rotation_deg_orientation_fit"] < 1e-5
+    assert err["rotation_deg"] > 1.0  # depth errors of 0.015 tilt the centre fit by degrees
+    err = poses.pose_errors(np.concatenate([learned[:, :, :3], gauge @ centres[..., None]], -1),
+                            gt)
+    assert err["rotation_deg"] < 1e-4  # exact centres: both fits agree
+
+
 def test_perturb_is_seeded_camera_side_noise():
     gt = np.tile(np.eye(3, 4, dtype=np.float32), (400, 1, 1))
     a, b = poses.perturb(gt, 0.15, seed=1), poses.perturb(gt, 0.15, seed=1)
