@@ -124,7 +124,7 @@ def procrustes(src, dst):
     if src.shape[0] < 3 or var_s <= 0:
         raise UserError("pose alignment needs at least 3 distinct camera centres")
     u, sig, vt = np.linalg.svd(xd.T @ xs / src.shape[0])
-    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    fix = _reflection_fix(u, vt)
     rot = u @ fix @ vt
     scale = np.sum(sig * np.diag(fix)) / var_s
     return scale, rot, mu_d - scale * rot @ mu_s
@@ -175,7 +175,12 @@ def orientation_fit(rotations, gt_rotations) -> np.ndarray:
     m = np.einsum("nij,nkj->ik", np.asarray(gt_rotations, np.float64),
                   np.asarray(rotations, np.float64))
     u, _, vt = np.linalg.svd(m)
-    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    return u @ _reflection_fix(u, vt) @ vt
+
+
+def _reflection_fix(u, vt) -> np.ndarray:
+    """diag(1, 1, ±1) that makes u @ fix @ vt a proper rotation (Kabsch / Umeyama)."""
+    return np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
 
 
 def align(poses, alignment) -> np.ndarray:
