@@ -79,6 +79,11 @@ class Config:
     test_pose_lr_init: float = 1e-3
     test_pose_lr_final: float = 1e-4
     test_pose_batch: int = 1024
+    # Near bound of the training rays on a schedule: ((train_frac, near), ...) piecewise linear
+    # and non-increasing, in the rays' own t units (NDC t in [0, 1] for forward-facing scenes);
+    # each ray's near is raised to it. Starting LLFF at 0.4 (Joint-TensoRF's recipe) keeps
+    # content right in front of the cameras from explaining pose errors early; () is off.
+    near_schedule: tuple = ()
     # --- spectral control (jaxnerf360/fields/spectral.py, jaxnerf360/supervision.py) ---
     # Master switch: False ignores the field's filter schedules (TensoRFField.density_blur,
     # appearance_blur), image_blur and the edge-guided loss, so one binding turns all off.
@@ -191,6 +196,7 @@ def validate(config: Config, check_dirs: bool = True) -> None:
     from jaxnerf360.fields.spectral import check_schedule
 
     check_schedule(config.image_blur, "Config.image_blur")
+    check_schedule(config.near_schedule, "Config.near_schedule")
 
 
 def background_rgb(config: Config):

@@ -97,6 +97,8 @@ def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupa
     if "poses" in params:
         rays = poses.corrected_rays(views, params["poses"], batch["pixels"], rays.cam_idx[..., 0])
         params = {k: v for k, v in params.items() if k != "poses"}
+    if config.near_schedule:
+        rays = scheduled_near(rays, config.near_schedule, train_frac)
     bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
     target = batch["rgb"]
     if config.image_blur and config.spectral_control:
@@ -127,6 +129,14 @@ def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupa
     return total, {"loss": total, "data": data, "interlevel": interlevel,
                    "distortion": distortion, "psnr": metrics.mse_to_psnr(mse),
                    "overflow": out["overflow"], **reg_parts}
+
+
+def scheduled_near(rays: Rays, schedule, train_frac) -> Rays:
+    """`rays` with each near bound raised to the schedule's value at `train_frac`."""
+    from jaxnerf360.fields.spectral import schedule_value
+
+    near = jnp.maximum(rays.near, schedule_value(schedule, train_frac))
+    return rays.replace(near=jnp.minimum(near, rays.far))
 
 
 def _blurred_target(config, views, batch, train_frac, key):

@@ -142,6 +142,26 @@ def test_start_up_checks_for_pose_optimisation(synthetic_dir):
         pipeline.check_pose_support(config, model)
 
 
+def test_near_schedule_raises_the_near_bound_of_training_rays_and_then_lets_go():
+    from jaxnerf360.data.scene import Rays
+
+    n = 4
+    rays = Rays(origins=jnp.zeros((n, 3)), directions=jnp.ones((n, 3)),
+                viewdirs=jnp.ones((n, 3)), radii=jnp.ones((n, 1)),
+                near=jnp.asarray([[0.0], [0.1], [0.5], [0.0]]), far=jnp.ones((n, 1)),
+                cam_idx=jnp.zeros((n, 1), jnp.int32))
+    schedule = ((0.0, 0.4), (0.25, 0.2), (0.5, 0.0))
+    near = lambda frac: np.asarray(pipeline.scheduled_near(rays, schedule, frac).near[:, 0])
+    np.testing.assert_allclose(near(0.0), [0.4, 0.4, 0.5, 0.4])  # a farther near stays
+    np.testing.assert_allclose(near(0.125), [0.3, 0.3, 0.5, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(near(0.6), [0.0, 0.1, 0.5, 0.0])
+    far = rays.replace(far=jnp.full((n, 1), 0.3))  # never past the far bound
+    np.testing.assert_allclose(pipeline.scheduled_near(far, schedule, 0.0).near, 0.3)
+    with pytest.raises(UserError, match="near_schedule"):
+        configs.validate(configs.Config(near_schedule=((0.0, 0.1), (0.5, 0.4))),
+                         check_dirs=False)
+
+
 def test_coarse_to_fine_window_opens_band_by_band():
     from jaxnerf360.geometry import coord
 
