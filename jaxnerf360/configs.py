@@ -80,9 +80,10 @@ class Config:
     test_pose_lr_final: float = 1e-4
     test_pose_batch: int = 1024
     # Near bound of the training rays on a schedule: ((train_frac, near), ...) piecewise linear
-    # and non-increasing, in the rays' own t units (NDC t in [0, 1] for forward-facing scenes);
-    # each ray's near is raised to it. Starting LLFF at 0.4 (Joint-TensoRF's recipe) keeps
-    # content right in front of the cameras from explaining pose errors early; () is off.
+    # and non-increasing, in the rays' own t units (NDC t: 0 is the near plane at depth 1, and
+    # negative values reach in front of it); each ray's near is raised to it, so a schedule
+    # that ends at or below the rays' own near lets go. Starting LLFF at 0.4 (Joint-TensoRF's
+    # recipe) keeps content right in front of the cameras from explaining pose errors early.
     near_schedule: tuple = ()
     # --- spectral control (jaxnerf360/fields/spectral.py, jaxnerf360/supervision.py) ---
     # Master switch: False ignores the field's filter schedules (TensoRFField.density_blur,
@@ -196,7 +197,7 @@ def validate(config: Config, check_dirs: bool = True) -> None:
     from jaxnerf360.fields.spectral import check_schedule
 
     check_schedule(config.image_blur, "Config.image_blur")
-    check_schedule(config.near_schedule, "Config.near_schedule")
+    check_schedule(config.near_schedule, "Config.near_schedule", allow_negative=True)
 
 
 def background_rgb(config: Config):

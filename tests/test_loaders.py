@@ -255,6 +255,12 @@ def test_llff_forward_facing_and_images_factor_folder(synthetic_dir, tmp_path):
     f = 0.5 * SYNTHETIC_SIZE / math.tan(0.35) / 2
     assert scene.ndc == pytest.approx({"fx": f, "fy": f, "width": 16, "height": 16, "near": 1.0})
     _rigid(scene.camtoworlds)
+    # In NDC a negative near is a depth in front of the near plane; elsewhere it is an error.
+    ahead = load_scene("llff", tmp_path, "train", factor=2, forward_facing=True, llff_hold=4,
+                       near=-1.0)
+    assert ahead.near == -1.0
+    _raises(lambda: load_scene("llff", tmp_path, "train", factor=2, llff_hold=4, near=-1.0),
+            "near=-1.0", "non-negative")
 
 
 def test_llff_errors(synthetic_dir, tmp_path):

@@ -59,11 +59,14 @@ def load_scene(
         f"background={background!r} must be 3 numbers (r, g, b) in [0, 1]",
     )
     for name, value in (("near", near), ("far", far)):
+        # In NDC (forward-facing LLFF) t < 0 is still a positive depth, 1 / (1 - t) for the
+        # mean camera: in front of the near plane at depth 1.
+        ndc_near = name == "near" and forward_facing
         check(
             value is None
             or isinstance(value, numbers.Real)
             and not isinstance(value, bool)
-            and value >= 0,
+            and (value >= 0 or ndc_near),
             f"{name}={value!r} must be a non-negative number, or None for the loader's default "
             f"(Config.{name})",
         )

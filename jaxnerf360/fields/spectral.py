@@ -23,9 +23,10 @@ from jaxnerf360 import filters
 from jaxnerf360.errors import UserError
 
 
-def check_schedule(schedule, what: str) -> tuple:
+def check_schedule(schedule, what: str, allow_negative: bool = False) -> tuple:
     """`schedule` as ((frac, value), ...) or UserError: fractions increasing in [0, 1], values
-    non-negative and non-increasing (controls that only ever relax)."""
+    finite, non-increasing (controls that only ever relax) and, unless `allow_negative`,
+    non-negative."""
     try:
         knots = tuple((float(f), float(v)) for f, v in schedule)
     except (TypeError, ValueError):
@@ -36,7 +37,9 @@ def check_schedule(schedule, what: str) -> tuple:
     if any(not 0 <= f <= 1 for f in fracs) or fracs != sorted(set(fracs)):
         raise UserError(f"{what}={schedule!r}: the fractions of training must increase within "
                         "[0, 1]")
-    if any(not np.isfinite(v) or v < 0 for v in values):
+    if any(not np.isfinite(v) for v in values):
+        raise UserError(f"{what}={schedule!r}: values must be finite")
+    if not allow_negative and any(v < 0 for v in values):
         raise UserError(f"{what}={schedule!r}: values must be non-negative")
     if any(b > a for a, b in zip(values[:-1], values[1:], strict=True)):
         raise UserError(f"{what}={schedule!r}: values must not increase (the control relaxes "
