@@ -100,6 +100,7 @@ class Config:
     edge_threshold_mult: float = 1.25
     edge_weight: float = 1.5
     non_edge_weight: float = 0.5
+    edge_loss_every: int = 1  # weigh edges on every n-th step only (Joint-TensoRF alternates: 2)
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
@@ -169,7 +170,8 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         raise UserError(f"Config.data_loss_type={config.data_loss_type!r} is unknown; "
                         "use 'charbonnier' or 'mse'")
     for name in ("batch_size", "max_steps", "factor", "render_chunk_size", "checkpoint_every",
-                 "checkpoint_keep", "print_every", "render_frames", "render_factor"):
+                 "checkpoint_keep", "print_every", "render_frames", "render_factor",
+                 "edge_loss_every"):
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UserError(f"Config.{name}={value!r} must be a positive integer")

@@ -113,8 +113,9 @@ def compute_losses(params, model, config, batch, rng, train_frac, step=0, occupa
     weights = None
     if config.edge_loss_until > 0 and config.spectral_control:
         edge = supervision.pixel_values(views.edges, rays.cam_idx[..., 0], batch["pixels"])
-        weights = jnp.where(train_frac < config.edge_loss_until,
-                            jnp.where(edge, config.edge_weight, config.non_edge_weight), 1.0)
+        active = (train_frac < config.edge_loss_until) & (step % config.edge_loss_every == 0)
+        weights = jnp.where(active, jnp.where(edge, config.edge_weight, config.non_edge_weight),
+                            1.0)
     data = losses.data_loss(out["rgb"], target, config.data_loss_type, config.charb_padding,
                             weights)
     interlevel = losses.interlevel(out["sdist"], out["weights"], out["prop_levels"])

@@ -119,6 +119,31 @@ def test_step_compiled_without_spectral_control_matches_once_the_schedules_end(s
     assert pipeline.spectral_end_step(_config(synthetic_dir, *bindings), model) is None
 
 
+def test_alternating_edge_loss_weighs_edges_on_even_steps_only(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"],
+                     "Config.optimize_poses = True", "Config.edge_loss_until = 1.0",
+                     "Config.edge_loss_every = 2")
+    from jaxnerf360 import supervision
+
+    scene = load_split(config, "train")
+    views = views_lib.from_scene(scene, images=True,
+                                 edges=supervision.edge_map(scene.images, 1.25))
+    mesh = parallel.make_mesh()
+    model, state, with_edges = pipeline.setup(config, scene.kind, mesh, scene.num_images, views)
+    plain = pipeline.make_train_step(model, optim.make_optimizer(config), config, mesh,
+                                     views=views, spectral=False)
+    batch = parallel.to_global(pipeline.batch_dict(*RayBatcher(scene, 256, 0).next_with_alpha()),
+                               mesh)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+
+    def loss(step_fn, at_step):
+        moved = state.replace(step=jnp.asarray(at_step, state.step.dtype))
+        return float(step_fn(jax.tree_util.tree_map(jnp.copy, moved), batch, key)[1]["loss"])
+
+    assert abs(loss(with_edges, 4) - loss(plain, 4)) > 1e-6
+    assert loss(with_edges, 5) == pytest.approx(loss(plain, 5), rel=1e-6, abs=1e-9)
+
+
 def test_start_up_checks_for_pose_optimisation(synthetic_dir):
     with pytest.raises(UserError, match="pose_noise"):
         configs.validate(_config(synthetic_dir, "Config.pose_noise = -0.1"), check_dirs=False)
