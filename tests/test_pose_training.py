@@ -184,7 +184,7 @@ def test_near_schedule_raises_the_near_bound_of_training_rays_and_then_lets_go()
     np.testing.assert_allclose(pipeline.scheduled_near(far, schedule, 0.0).near, 0.3)
     below = ((0.0, 0.4), (0.5, -0.5))  # NDC: may end in front of the near plane
     configs.validate(configs.Config(near_schedule=below), check_dirs=False)
-    np.testing.assert_allclose(near(0.6), near(1.0))
+    np.testing.assert_allclose(pipeline.scheduled_near(rays, below, 1.0).near, rays.near)
     with pytest.raises(UserError, match="near_schedule"):
         configs.validate(configs.Config(near_schedule=((0.0, 0.1), (0.5, 0.4))),
                          check_dirs=False)
