@@ -6,6 +6,7 @@ looks down its -z axis, +y is up). Paths are returned as float32 `[n_frames, 3, 
 
 import numpy as np
 
+from jaxnerf360.data.normalize import average_pose, focus_point
 from jaxnerf360.data.scene import FORWARD
 from jaxnerf360.errors import UserError
 
@@ -50,29 +51,6 @@ def look_at(position, target, up):
     right = _normalize(right)
     new_up = np.cross(back, right)
     return np.stack([right, new_up, back, position], axis=1)
-
-
-def average_pose(camtoworlds):
-    """Mean position with the mean viewing and up directions, re-orthonormalised: `[3, 4]`."""
-    poses = _as_poses(camtoworlds, what="average_pose")
-    position = poses[:, :, 3].mean(axis=0)
-    back = _normalize(poses[:, :, 2].mean(axis=0))
-    up = poses[:, :, 1].mean(axis=0)
-    right = _normalize(np.cross(up, back))
-    return np.stack([right, np.cross(back, right), back, position], axis=1)
-
-
-def focus_point(camtoworlds):
-    """Least-squares point `[3]` nearest to every optical axis (the -z axes of the poses)."""
-    poses = _as_poses(camtoworlds, what="focus_point")
-    dirs = _normalize(poses[:, :, 2])
-    origins = poses[:, :, 3]
-    # Projector onto the plane orthogonal to each axis: distance^2 = |P (x - o)|^2.
-    proj = np.eye(3) - dirs[:, :, None] * dirs[:, None, :]
-    a = proj.sum(axis=0)
-    b = np.einsum("nij,nj->i", proj, origins)
-    # lstsq gives the minimum-norm answer when the axes are (nearly) parallel.
-    return np.linalg.lstsq(a, b, rcond=1e-8)[0]
 
 
 def ellipse_path(camtoworlds, n_frames, z_variation=0.0, z_phase=0.0, percentile=90.0):

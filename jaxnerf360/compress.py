@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from jaxnerf360 import cli, codec, configs, parallel, pipeline, wavelets
+from jaxnerf360 import cli, codec, configs, parallel, pipeline
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import wavelet
+from jaxnerf360.geometry import wavelets
 
 flags.DEFINE_string("out", None, "Compressed scene file to write (e.g. runs/x/scene.jnrf).")
 flags.DEFINE_enum("network_dtype", "float16", ["float16", "float32"],

@@ -33,7 +33,7 @@ def evaluate(config: configs.Config, compressed: str | None = None) -> dict:
     pose_report, test_poses = {}, None
     if train is not None:
         pose_report, test_poses = _test_poses(config, model, state, train, scene)
-    lpips_fn = None if config.lpips_net == "none" else metrics.LPIPS(config.lpips_net)
+    lpips_fn = metrics.make_lpips(config.lpips_net)
     out_dir = os.path.join(config.checkpoint_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     count = scene.num_images if config.eval_max_images is None else min(

@@ -13,8 +13,8 @@ from absl import logging
 
 from jaxnerf360 import pipeline
 from jaxnerf360.data.cameras import image_rays
+from jaxnerf360.geometry.occupancy import build_grid
 from jaxnerf360.model import Model
-from jaxnerf360.occupancy import build_grid
 
 _CAPACITY_MARGIN = 1.1  # head-room over the fullest probe batch
 
@@ -25,7 +25,7 @@ def update_occupancy(model, state):
     field_params = state.params["field"]
     step = Model.step_size_for(sampler, field, field_params)
     if step is None:
-        from jaxnerf360.occupancy import occupancy_step_size
+        from jaxnerf360.geometry.occupancy import occupancy_step_size
 
         step = occupancy_step_size(sampler.box_min, sampler.box_max,
                                    state.occupancy.shape, sampler.step_ratio)

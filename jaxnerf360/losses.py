@@ -7,19 +7,16 @@ from jaxnerf360.geometry import stepfun
 
 
 def charbonnier(pred, target, eps: float):
-    """Mean Charbonnier loss sqrt((pred - target)^2 + eps^2) over `[..., 3]`."""
-    return jnp.mean(jnp.sqrt(jnp.square(pred - target) + eps**2))
+    """Per-entry Charbonnier loss sqrt((pred - target)^2 + eps^2), shape of the inputs."""
+    return jnp.sqrt(jnp.square(pred - target) + eps**2)
 
 
 def data_loss(pred, target, kind: str, eps: float, weights=None):
-    """The data term: 'charbonnier' or 'mse' between `[..., 3]` colours.
+    """The data term: mean 'charbonnier' or 'mse' between `[..., 3]` colours.
 
     `weights [...]` (per ray) give a weighted mean, normalised by the mean weight.
     """
-    if kind == "mse":
-        per = jnp.square(pred - target)
-    else:
-        per = jnp.sqrt(jnp.square(pred - target) + eps**2)
+    per = jnp.square(pred - target) if kind == "mse" else charbonnier(pred, target, eps)
     if weights is None:
         return jnp.mean(per)
     weights = jnp.broadcast_to(weights[..., None], per.shape)
@@ -54,7 +51,7 @@ def grid_regularizers(field_params, config, step, grid_lr_ratio):
     The L1 weight switches to `l1_density_mult_rest` at `l1_density_switch_step`; the TV
     weights are scaled by `grid_lr_ratio` (the grid learning rate over its initial value).
     """
-    from jaxnerf360.fields import tensorf
+    from jaxnerf360.fields import vm as tensorf
 
     parts, total = {}, 0.0
     if config.l1_density_mult > 0 or config.l1_density_mult_rest:

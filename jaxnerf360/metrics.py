@@ -23,11 +23,6 @@ def mse_to_psnr(mse):
     return -10.0 / _LOG10 * xnp.log(mse)
 
 
-def psnr(mse):
-    """Alias of `mse_to_psnr`."""
-    return mse_to_psnr(mse)
-
-
 def psnr_to_mse(value):
     """Inverse of `mse_to_psnr`."""
     xnp = _xnp(value)

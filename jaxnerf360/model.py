@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxnerf360.data.scene import BOUNDED
 from jaxnerf360.fields.mlp import MLPField
 from jaxnerf360.geometry import render
-from jaxnerf360.occupancy import compact, occupancy_step_size, scatter
+from jaxnerf360.geometry.occupancy import compact, occupancy_step_size, scatter
 from jaxnerf360.samplers import ProposalSampler, field_warp, rays_to_gaussians
 
 
@@ -75,7 +75,7 @@ class Model(nn.Module):
         """
         if not hasattr(sampler, "step_ratio") or not hasattr(field, "resolution"):
             return None
-        from jaxnerf360.fields.tensorf import grid_resolution
+        from jaxnerf360.fields.vm import grid_resolution
 
         params = field_params or {}
         res = grid_resolution(params) if "density_line_0" in params else field.resolution

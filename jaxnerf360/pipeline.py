@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnerf360 import filters, losses, metrics, optim, parallel, poses, supervision
+from jaxnerf360 import losses, metrics, optim, parallel, poses, supervision
 from jaxnerf360.data.scene import Rays
+from jaxnerf360.geometry import filters
 from jaxnerf360.model import Model, background_colors
 from jaxnerf360.samplers import field_warp
 

@@ -21,7 +21,7 @@ from jaxnerf360.data.scene import BOUNDED, FORWARD, UNBOUNDED
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields.mlp import PropMLPField
 from jaxnerf360.geometry import coord, render, stepfun
-from jaxnerf360.occupancy import (
+from jaxnerf360.geometry.occupancy import (
     check_box,
     grid_samples,
     lookup,

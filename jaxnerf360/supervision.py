@@ -9,7 +9,7 @@ train step from the views' images: nothing is re-blurred over the whole dataset.
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360 import filters
+from jaxnerf360.geometry import filters
 
 
 def edge_map(images, threshold_mult: float) -> np.ndarray:

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxnerf360 import cli, codec, compress, parallel, pipeline
+from jaxnerf360.codec import records
 from jaxnerf360.data.loaders import scene_kind
 
 
@@ -48,7 +49,7 @@ def streams(tensors: dict, split_levels: bool):
             continue
         codes, _, _ = codec.quantize(value.values)
         levels = value.levels if split_levels else 0
-        for group in codec._level_groups(value.values.shape, levels, "stream"):
+        for group in records.level_groups(value.values.shape, levels, "stream"):
             m = value.mask.reshape(-1) if group is None else value.mask[..., group].reshape(-1)
             q = codes.reshape(-1) if group is None else codes[..., group].reshape(-1)
             yield "mask", codec.rle_encode(m)[1]

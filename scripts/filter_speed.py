@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import filters
 from jaxnerf360.fields import spectral
+from jaxnerf360.geometry import filters
 
 flags.DEFINE_integer("resolution", 73, "Grid points along each axis.")
 flags.DEFINE_integer("rank", 24, "Components per mode.")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxnerf360.errors import UserError
-from jaxnerf360.geometry import coord
+from jaxnerf360.geometry import coord, safe_math
 
 
 def _random_points(rng, n, log_lo=-3.0, log_hi=3.0):
@@ -129,6 +129,26 @@ def test_pos_enc_basic_properties():
     np.testing.assert_allclose(no_id[..., 9:], np.stack(expected_cos, -1), atol=1e-5)
     np.testing.assert_allclose(no_id[..., :9] ** 2 + no_id[..., 9:] ** 2, 1.0, atol=1e-5)
     assert coord.pos_enc(x, 0, 0, append_identity=False).shape == (2, 4, 0)
+
+
+@pytest.mark.parametrize("magnitude", [3.0, 300.0, 1e4, 3e5])
+def test_safe_sin_and_cos_match_float64(magnitude):
+    """The angle reduction loses nothing but float32 rounding of the result: ~1 ulp of pi."""
+    x = (np.random.default_rng(0).uniform(-1, 1, 20000) * magnitude).astype(np.float32)
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(safe_math.safe_sin(jnp.asarray(x)), np.sin(exact), atol=5e-7)
+    np.testing.assert_allclose(jax.jit(safe_math.safe_cos)(jnp.asarray(x)), np.cos(exact),
+                               atol=5e-7)
+
+
+def test_pos_enc_at_high_degrees_matches_float64():
+    x = np.random.default_rng(1).uniform(-2, 2, (500, 3)).astype(np.float32)
+    scaled = (x.astype(np.float64)[..., None, :] * 2.0 ** np.arange(17)[:, None]).reshape(500, -1)
+    want = np.concatenate([np.sin(scaled), np.cos(scaled)], -1)
+    got = coord.pos_enc(jnp.asarray(x), 0, 17, append_identity=False)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    ipe = coord.integrated_pos_enc(jnp.asarray(x), jnp.zeros_like(jnp.asarray(x)), 0, 17)
+    np.testing.assert_allclose(ipe, want, atol=1e-6)
 
 
 def test_integrated_pos_enc_matches_monte_carlo():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxnerf360 import filters
+from jaxnerf360.geometry import filters
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.8, 1.0, 2.5])

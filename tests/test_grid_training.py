@@ -10,12 +10,8 @@ from jaxnerf360 import configs, losses, optim, parallel, pipeline, train
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields.tensorf import (
-    TensoRFField,
-    resample_factors,
-    resolution_at,
-    resolution_schedule,
-)
+from jaxnerf360.fields.tensorf import TensoRFField, resolution_at, resolution_schedule
+from jaxnerf360.fields.vm import resample_factors
 
 TINY_TENSORF = [
     "TensoRFField.resolution = (16, 16, 16)", "TensoRFField.density_ranks = (4, 4, 4)",
@@ -239,7 +235,7 @@ def test_grid_and_network_parameters_get_their_own_learning_rates(synthetic_dir)
 
 
 def test_regulariser_weights_follow_tensorf_schedule(synthetic_dir):
-    from jaxnerf360.fields.tensorf import l1_density, tv_planes
+    from jaxnerf360.fields.vm import l1_density, tv_planes
 
     config = _config(synthetic_dir, "Config.l1_density_mult = 8e-5",
                      "Config.l1_density_mult_rest = 4e-5", "Config.l1_density_switch_step = 50",

@@ -1,4 +1,4 @@
-"""The occupancy grid (jaxnerf360.occupancy) and TensoRF's OccupancySampler.
+"""The occupancy grid (jaxnerf360.geometry.occupancy) and TensoRF's OccupancySampler.
 
 Truths: brute-force ray marching for the slab method, a per-voxel numpy membership test
 for lookup, numpy for compact/scatter, a known density field for the grid, and the closed
@@ -10,10 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import occupancy
 from jaxnerf360.data.scene import BOUNDED, UNBOUNDED, Rays
 from jaxnerf360.errors import UserError
-from jaxnerf360.geometry import coord, render
+from jaxnerf360.geometry import coord, occupancy, render
 from jaxnerf360.samplers import OccupancySampler, ProposalSampler, field_warp
 
 LO = np.array([-1.0, -0.6, -0.8], np.float32)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxnerf360 import filters
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import spectral
-from jaxnerf360.fields.tensorf import MODES
+from jaxnerf360.fields.vm import MODES
+from jaxnerf360.geometry import filters
 
 
 def _dense(planes, lines, res):

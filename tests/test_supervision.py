@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from jaxnerf360 import filters, supervision
+from jaxnerf360 import supervision
+from jaxnerf360.geometry import filters
 
 
 def test_blurred_targets_are_pixels_of_the_blurred_image():

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360.fields.tensorf import TensoRFField, interp_line, interp_plane
+from jaxnerf360.fields.tensorf import TensoRFField
+from jaxnerf360.fields.vm import interp_line, interp_plane
 
 
 def bilinear_np(grid, x, y):
@@ -110,7 +111,7 @@ def test_vm_field_trains_with_the_proposal_sampler(synthetic_dir):
 
 
 def test_resampling_preserves_the_field_at_new_grid_points():
-    from jaxnerf360.fields.tensorf import resample_factors
+    from jaxnerf360.fields.vm import resample_factors
 
     kw = dict(density_ranks=(2, 2, 3), appearance_ranks=(2, 2, 2), box_min=(-1, -1, -1),
               box_max=(1, 1, 1), density_activation="relu", density_scale=1.0)
@@ -145,7 +146,7 @@ def test_bad_settings_fail_at_construction():
 
 
 def test_regularisers_against_numpy():
-    from jaxnerf360.fields.tensorf import l1_density, tv_planes
+    from jaxnerf360.fields.vm import l1_density, tv_planes
 
     rng = np.random.default_rng(2)
     params = {}

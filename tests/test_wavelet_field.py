@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import wavelets
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import wavelet
-from jaxnerf360.fields.tensorf import MODES, resample_factor
+from jaxnerf360.fields.vm import MODES, resample_factor
 from jaxnerf360.fields.wavelet import (
     apply_mask,
     binary_mask,
@@ -16,6 +15,7 @@ from jaxnerf360.fields.wavelet import (
     mask_fraction,
     quantize_ste,
 )
+from jaxnerf360.geometry import wavelets
 
 
 def test_binary_mask_forward_is_hard_and_gradient_is_the_sigmoids():

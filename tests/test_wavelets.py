@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import wavelets
 from jaxnerf360.errors import UserError
+from jaxnerf360.geometry import wavelets
 
 pywt = pytest.importorskip("pywt")
 

@@ -33,25 +33,32 @@ def check_poses(camtoworlds: np.ndarray, names: Sequence[str]) -> None:
             )
 
 
-def _focus_point_and_condition(camtoworlds: np.ndarray) -> tuple:
-    """Least-squares point nearest all optical axes, and the condition number of the system."""
+def _axes_system(camtoworlds: np.ndarray) -> tuple:
+    """(lhs [3, 3], rhs [3]) of the least-squares point nearest all optical axes (-z axes)."""
     poses = np.asarray(camtoworlds, dtype=np.float64)
     dirs = poses[:, :3, 2]
     dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-    origins = poses[:, :3, 3]
     # Projector onto the plane orthogonal to each axis: distance(p, axis) = |P (p - o)|.
     proj = np.eye(3) - dirs[:, :, None] * dirs[:, None, :]
-    lhs = proj.sum(axis=0)
-    rhs = (proj @ origins[:, :, None]).sum(axis=0)[:, 0]
-    cond = np.linalg.cond(lhs)
-    if not np.isfinite(cond):
-        return origins.mean(axis=0), np.inf
-    return np.linalg.solve(lhs, rhs), cond
+    return proj.sum(axis=0), np.einsum("nij,nj->i", proj, poses[:, :3, 3])
 
 
 def focus_point(camtoworlds: np.ndarray) -> np.ndarray:
-    """`[N, 3, 4]` -> `[3]`: the point with least summed squared distance to all optical axes."""
-    return _focus_point_and_condition(camtoworlds)[0]
+    """`[N, 3, 4]` -> `[3]`: the point with least summed squared distance to all optical axes.
+
+    When the axes are (nearly) parallel it is the minimum-norm such point (lstsq).
+    """
+    lhs, rhs = _axes_system(camtoworlds)
+    return np.linalg.lstsq(lhs, rhs, rcond=1e-8)[0]
+
+
+def _focus_point_and_condition(camtoworlds: np.ndarray) -> tuple:
+    """`focus_point` and the condition number of its system (inf, with the mean centre, when
+    the axes are exactly parallel)."""
+    cond = np.linalg.cond(_axes_system(camtoworlds)[0])
+    if not np.isfinite(cond):
+        return np.asarray(camtoworlds, np.float64)[:, :3, 3].mean(axis=0), np.inf
+    return focus_point(camtoworlds), cond
 
 
 def _rotation_to_z(up: np.ndarray) -> np.ndarray:

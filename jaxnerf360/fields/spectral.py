@@ -19,8 +19,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360 import filters
 from jaxnerf360.errors import UserError
+from jaxnerf360.fields.vm import MODES
+from jaxnerf360.geometry import filters
 
 
 def check_schedule(schedule, what: str, allow_negative: bool = False) -> tuple:
@@ -82,8 +83,6 @@ def filter_vm(planes, lines, sigma_vox, radius: int):
     `sigma_vox [3]` is the Gaussian's standard deviation in voxels along x, y, z (traceable);
     `radius` the static kernel support. Replicate padding at the borders.
     """
-    from jaxnerf360.fields.tensorf import MODES
-
     out_planes, out_lines = [], []
     for m, ((a, b), c) in enumerate(MODES):
         plane = filters.blur_axis(planes[m], 1, sigma_vox[a], radius)

@@ -1,16 +1,4 @@
-"""TensoRF's VM (vector-matrix) decomposed radiance field.
-
-Three (plane, line) pairs, one per axis c: the plane spans the other two axes (a, b) with
-a < b and the line runs along c:
-
-    mode 0: plane over (x, y), line along z
-    mode 1: plane over (x, z), line along y
-    mode 2: plane over (y, z), line along x
-
-Planes are stored `[rank, N_a, N_b]` (first index along axis a, second along axis b) and
-lines `[rank, N_c]`, so `plane[r, i, j]` is the value at grid point (a=i, b=j): there is no
-hidden (row, column) = (y, x) swap as with `grid_sample`. Grid points sit at the box
-corners and are evenly spaced (align_corners=True).
+"""TensoRF's VM (vector-matrix) decomposed radiance field (maths in `fields.vm`).
 
 density(p) = act(sum_m sum_r plane_m[r](p_a, p_b) * line_m[r](p_c))
 features(p) = concat_m [plane_m[r](p_a, p_b) * line_m[r](p_c)]_r @ basis (no bias)
@@ -27,62 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import filters, wavelets
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import spectral, wavelet
-from jaxnerf360.geometry import coord
-
-# (plane axes, line axis) for each of the three modes.
-MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
-
-
-def grid_coords(x, lo, hi, n: int):
-    """Continuous grid coordinates in [0, n-1] of positions `x [...]` in [lo, hi]."""
-    return jnp.clip((x - lo) / (hi - lo) * (n - 1), 0.0, n - 1)
-
-
-def _lerp(x, u, axis: int):
-    """Linear interpolation of `x` along `axis` at grid coordinates `u [P]` in [0, n-1]."""
-    n = x.shape[axis]
-    moved = jnp.moveaxis(x, axis, 0)
-    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(n - 2, 0))
-    i1 = jnp.minimum(i0 + 1, n - 1)
-    f = (u - i0).reshape((-1,) + (1,) * (moved.ndim - 1))
-    return jnp.moveaxis(moved[i0] * (1 - f) + moved[i1] * f, 0, axis)
-
-
-def interp_line(line, u):
-    """Linear interpolation of `line [R, N]` at grid coordinates `u [P]`: `[P, R]`."""
-    return _lerp(line.T, u, 0)
-
-
-def interp_plane(plane, u, v):
-    """Bilinear interpolation of `plane [R, Na, Nb]` at grid coordinates (u, v) `[P]`: `[P, R]`.
-
-    Gathers whole rank vectors from a channels-last copy of the plane: contiguous rows make
-    the gather, and above all its scatter-add gradient, about 1.5x faster on a CPU.
-    """
-    r, na, nb = plane.shape
-    i0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(na - 2, 0))
-    j0 = jnp.clip(jnp.floor(v).astype(jnp.int32), 0, max(nb - 2, 0))
-    fu, fv = (u - i0)[:, None], (v - j0)[:, None]
-    rows = jnp.moveaxis(plane, 0, -1).reshape(na * nb, r)
-    base = i0 * nb + j0  # resolution >= 2 on every axis, so the +1 neighbours exist
-    p00, p01, p10, p11 = rows[base], rows[base + 1], rows[base + nb], rows[base + nb + 1]
-    return (p00 * (1 - fu) * (1 - fv) + p01 * (1 - fu) * fv
-            + p10 * fu * (1 - fv) + p11 * fu * fv)
-
-
-def vm_components(planes, lines, points, box_min, box_max):
-    """Per-mode products plane x line at `points [P, 3]`: a list of three `[P, R_m]`."""
-    out = []
-    for m, ((a, b), c) in enumerate(MODES):
-        plane, line = planes[m], lines[m]
-        u = grid_coords(points[:, a], box_min[a], box_max[a], plane.shape[1])
-        v = grid_coords(points[:, b], box_min[b], box_max[b], plane.shape[2])
-        w = grid_coords(points[:, c], box_min[c], box_max[c], line.shape[1])
-        out.append(interp_plane(plane, u, v) * interp_line(line, w))
-    return out
+from jaxnerf360.fields.vm import MODES, resample_factor, vm_components
+from jaxnerf360.geometry import coord, filters, wavelets
 
 
 @gin.configurable
@@ -319,38 +255,6 @@ def _plane_mode(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def resample_axis(x, axis: int, n_new: int):
-    """Linear resampling of `x` along `axis` to `n_new` corner-aligned grid points."""
-    return _lerp(x, jnp.linspace(0.0, x.shape[axis] - 1, n_new), axis)
-
-
-def resample_factor(name: str, value, resolution: Sequence[int]):
-    """`value` resampled to `resolution` (x, y, z) if `name` is a VM plane or line, else as is.
-
-    Mask logits (`_planemask_`, `_linemask_`) are resampled like their factors.
-    """
-    for m, ((a, b), c) in enumerate(MODES):
-        if re.search(f"_plane(mask)?_{m}$", name):
-            return resample_axis(resample_axis(value, 1, resolution[a]), 2, resolution[b])
-        if re.search(f"_line(mask)?_{m}$", name):
-            return resample_axis(value, 1, resolution[c])
-    return value
-
-
-def resample_factors(params, resolution: Sequence[int]):
-    """Returns `params` with every VM plane and line resampled to `resolution` (x, y, z).
-
-    New grid points take the old field's interpolated values, so the field is unchanged at
-    the new grid points (TensoRF's upsampling step). Other parameters pass through.
-    """
-    return {name: resample_factor(name, value, resolution) for name, value in params.items()}
-
-
-def grid_resolution(params) -> tuple:
-    """The current grid points per axis (x, y, z) of VM factors `params`, read off the lines."""
-    return tuple(int(params[f"density_line_{m}"].shape[1]) for m in (2, 1, 0))
-
-
 def resolution_schedule(field: "TensoRFField") -> list:
     """[(step, (nx, ny, nz))]: TensoRF's upsampling, voxel count log-linear in the step index.
 
@@ -385,26 +289,3 @@ def resolution_at(field: "TensoRFField", step: int) -> tuple:
         if step >= at:
             res = r
     return res
-
-
-def l1_density(params):
-    """Sum over modes of the mean |density plane| and mean |density line| (TensoRF's L1)."""
-    total = 0.0
-    for m in range(3):
-        total += jnp.mean(jnp.abs(params[f"density_plane_{m}"]))
-        total += jnp.mean(jnp.abs(params[f"density_line_{m}"]))
-    return total
-
-
-def tv_planes(params, prefix: str = "density"):
-    """Sum over modes of mean squared neighbour differences of the `prefix` planes (both axes).
-
-    TensoRF's TV term equals 0.02 x this (its TVLoss doubles it and its VM model scales by
-    1e-2), so a TensoRF TV_weight of w is a weight of 0.02 w here.
-    """
-    total = 0.0
-    for m in range(3):
-        plane = params[f"{prefix}_plane_{m}"]
-        total += jnp.mean(jnp.square(jnp.diff(plane, axis=1)))
-        total += jnp.mean(jnp.square(jnp.diff(plane, axis=2)))
-    return total

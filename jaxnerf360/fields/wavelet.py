@@ -1,7 +1,7 @@
 """Masked wavelet planes (Rho et al., "Masked Wavelet Representation for Compact NeRF").
 
 `TensoRFField(plane_coding='wavelet')` stores every VM plane `[R, Na, Nb]` as packed multi-level
-2D DWT coefficients (the layout of `jaxnerf360.wavelets.wavedec2`) and every line `[R, N]`
+2D DWT coefficients (the layout of `jaxnerf360.geometry.wavelets.wavedec2`) and every line `[R, N]`
 spatially, each with one trainable mask logit per entry. At every step a factor is decoded as
 
     stored --quantise (8-bit, STE)--> --mask (hard forward, sigmoid backward)-->
@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360 import codec, wavelets
 from jaxnerf360.errors import UserError
+from jaxnerf360.fields.vm import resample_axis
+from jaxnerf360.geometry import wavelets
+from jaxnerf360.geometry.quantize import dequantize, quantize
 
 
 def binary_mask(logits):
@@ -45,11 +47,11 @@ def apply_mask(x, logits):
 def quantize_ste(x, bits: int = 8):
     """`x` rounded to 2^bits levels between its min and max; identity gradient (STE).
 
-    The rounding is the codec's (`codec.quantize`), so a compressed file stores exactly the
-    grid the field trained on.
+    The rounding is the codec's (`geometry.quantize.quantize`), so a compressed file stores
+    exactly the grid the field trained on.
     """
-    codes, scale, offset = codec.quantize(jax.lax.stop_gradient(x), bits, xnp=jnp)
-    return codec.dequantize(codes, scale, offset, xnp=jnp) + (x - jax.lax.stop_gradient(x))
+    codes, scale, offset = quantize(jax.lax.stop_gradient(x), bits, xnp=jnp)
+    return dequantize(codes, scale, offset, xnp=jnp) + (x - jax.lax.stop_gradient(x))
 
 
 def kept_fraction(logits_list):
@@ -152,13 +154,6 @@ def to_spatial(params: dict, settings: dict, quantize: bool = True) -> dict:
     return out
 
 
-def _resample(x, axis: int, n_new: int):
-    """Linear resampling of `x` along `axis` to `n_new` corner-aligned points."""
-    from jaxnerf360.fields.tensorf import resample_axis
-
-    return resample_axis(x, axis, n_new)
-
-
 def _band_slices(n: int, levels: int) -> list:
     """Index ranges along one axis of a packed plane: the LL block, then each level's band."""
     edges = [0] + [n >> (levels - k) for k in range(levels + 1)]
@@ -179,8 +174,8 @@ def resample_bands(x, hw_new, levels: int):
     for ro, rn in zip(rows_old, rows_new, strict=True):
         row = []
         for co, cn in zip(cols_old, cols_new, strict=True):
-            block = _resample(x[..., ro, co], x.ndim - 2, rn.stop - rn.start)
-            row.append(_resample(block, x.ndim - 1, cn.stop - cn.start))
+            block = resample_axis(x[..., ro, co], x.ndim - 2, rn.stop - rn.start)
+            row.append(resample_axis(block, x.ndim - 1, cn.stop - cn.start))
         out_rows.append(jnp.concatenate(row, -1))
     return jnp.concatenate(out_rows, -2)
 
@@ -199,6 +194,6 @@ def resample_coefficients(stored, hw_new, settings: dict):
     """
     levels, name = settings["levels"], settings["wavelet"]
     spatial = wavelets.waverec2(stored / divisor_map(stored.shape[-2:], settings), name, levels)
-    spatial = _resample(_resample(spatial, spatial.ndim - 2, hw_new[0]), spatial.ndim - 1,
+    spatial = resample_axis(resample_axis(spatial, spatial.ndim - 2, hw_new[0]), spatial.ndim - 1,
                         hw_new[1])
     return encode_plane(spatial, settings)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnerf360.errors import UserError
-from jaxnerf360.geometry.safe_math import safe_sin
+from jaxnerf360.geometry.safe_math import reduce_angle
 
 
 def contract(x):
@@ -86,8 +86,10 @@ def pos_enc(x, min_deg, max_deg, append_identity=True):
     x = jnp.asarray(x)
     scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)
     scaled = jnp.reshape(x[..., None, :] * scales[:, None], x.shape[:-1] + (-1,))
-    # cos(a) = sin(a + pi/2): one sin call for both halves.
-    feats = safe_sin(jnp.concatenate([scaled, scaled + 0.5 * jnp.pi], axis=-1))
+    # cos(a) = sin(a + pi/2): one sin call for both halves, the shift added after the angle is
+    # reduced (added to a large float32 angle, it would round away up to half an ulp of it).
+    turned = reduce_angle(scaled)
+    feats = jnp.sin(jnp.concatenate([turned, turned + 0.5 * jnp.pi], axis=-1))
     if append_identity:
         return jnp.concatenate([x, feats], axis=-1)
     return feats
@@ -107,10 +109,11 @@ def integrated_pos_enc(mean, var, min_deg, max_deg):
     scaled_var = jnp.reshape(var[..., None, :] * scales[:, None] ** 2, var.shape[:-1] + (-1,))
     scaled_mean = jnp.broadcast_to(scaled_mean, batch + scaled_mean.shape[-1:])
     scaled_var = jnp.broadcast_to(scaled_var, batch + scaled_var.shape[-1:])
-    arg = jnp.concatenate([scaled_mean, scaled_mean + 0.5 * jnp.pi], axis=-1)
+    turned = reduce_angle(scaled_mean)
+    arg = jnp.concatenate([turned, turned + 0.5 * jnp.pi], axis=-1)
     var2 = jnp.concatenate([scaled_var, scaled_var], axis=-1)
     # var >= 0 so the damping factor is at most 1 and never overflows.
-    return jnp.exp(-0.5 * jnp.maximum(var2, 0.0)) * safe_sin(arg)
+    return jnp.exp(-0.5 * jnp.maximum(var2, 0.0)) * jnp.sin(arg)
 
 
 def coarse_to_fine_weights(alpha, num_bands: int, dim: int):

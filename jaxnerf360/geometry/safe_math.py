@@ -1,26 +1,50 @@
 """Elementwise maths with finite values and gradients where the plain versions overflow."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 
-# sin/cos are periodic in 2*pi, so reducing by a multiple of it changes nothing but keeps
-# float32 arguments small enough that XLA's range reduction stays accurate.
-_SIN_PERIOD = 100.0 * jnp.pi
+
+def _split(value: float, parts: int, bits: int) -> tuple:
+    """`value` as `parts` float32 terms of at most `bits` significant bits each (the rest last)."""
+    out, rest = [], float(value)
+    for _ in range(parts - 1):
+        exponent = math.frexp(rest)[1]
+        head = math.floor(rest * 2.0 ** (bits - exponent)) * 2.0 ** (exponent - bits)
+        out.append(head)
+        rest -= head
+    return (*out, rest)
 
 
-def _reduce(x):
-    """x, or x modulo 100*pi where |x| is at least that (small x keep full precision)."""
-    return jnp.where(jnp.abs(x) < _SIN_PERIOD, x, jnp.mod(x, _SIN_PERIOD))
+# 2 pi in four float32 terms of 8 bits (Cody and Waite's reduction): for a whole number k of at
+# most 16 bits every product k * c_i is exact in float32, so x - k 2 pi loses nothing but the
+# rounding of the small final terms, up to |x| ~ 4e5 (2^16 turns; the encodings reach 2^17 at
+# degree 16 of the contracted space).
+_TWO_PI_PARTS = _split(2.0 * math.pi, 4, 8)
+
+
+def reduce_angle(x):
+    """`x [...]` minus the nearest whole number of turns: a value in [-pi, pi], same sin/cos.
+
+    Exact up to float32 rounding of the result (not of x's magnitude), unlike x mod float32(2 pi),
+    whose period is itself off by ~1e-7 per turn.
+    """
+    x = jnp.asarray(x)
+    k = jnp.round(x * (1.0 / (2.0 * math.pi)))
+    for part in _TWO_PI_PARTS:
+        x = x - k * jnp.asarray(part, x.dtype)
+    return x
 
 
 def safe_sin(x):
-    """sin(x) with huge arguments reduced modulo 100*pi first."""
-    return jnp.sin(_reduce(x))
+    """sin(x), accurate for large float32 arguments: the angle is reduced exactly first."""
+    return jnp.sin(reduce_angle(x))
 
 
 def safe_cos(x):
-    """cos(x) with huge arguments reduced modulo 100*pi first."""
-    return jnp.cos(_reduce(x))
+    """cos(x), accurate for large float32 arguments: the angle is reduced exactly first."""
+    return jnp.cos(reduce_angle(x))
 
 
 def _max_exp_arg(dtype):
