@@ -7,6 +7,7 @@ import gin
 import jax
 import orbax.checkpoint as ocp
 
+from jaxnerf360 import renamed
 from jaxnerf360.errors import UserError
 
 CONFIG_NAME = "config.gin"
@@ -25,10 +26,17 @@ def manager(checkpoint_dir: str, keep: int = 3) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path, options=options)
 
 
+def _stored(state) -> dict:
+    """What a checkpoint stores of a train state. The sampler's state is stored under
+    'occupancy', its name in every checkpoint written before samplers declared their state."""
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+            "occupancy": state.sampler_state}
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state) -> None:
     """Saves `state` at `step` (no-op if that step is already saved) and waits for it."""
     if mgr.latest_step() != step:
-        mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+        mgr.save(step, args=ocp.args.StandardSave(_stored(state)), force=True)
     mgr.wait_until_finished()
 
 
@@ -37,9 +45,11 @@ def restore_latest(mgr: ocp.CheckpointManager, state, checkpoint_dir: str):
     step = mgr.latest_step()
     if step is None:
         return None
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _stored(state))
     try:
-        return mgr.restore(step, args=ocp.args.StandardRestore(target))
+        stored = mgr.restore(step, args=ocp.args.StandardRestore(target))
+        return state.replace(step=stored["step"], params=stored["params"],
+                             opt_state=stored["opt_state"], sampler_state=stored["occupancy"])
     except (ValueError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(
@@ -68,8 +78,8 @@ def check_and_save_config(checkpoint_dir: str, write: bool = True) -> None:
     current = gin.config_str()
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            previous = f.read()
-        old, new = _model_bindings(previous), _model_bindings(current)
+            previous = renamed.migrate(f.read())
+        old, new = sorted(_model_bindings(previous)), sorted(_model_bindings(current))
         if old != new:
             diff = sorted(set(old).symmetric_difference(new))
             raise UserError(
@@ -82,11 +92,12 @@ def check_and_save_config(checkpoint_dir: str, write: bool = True) -> None:
             f.write(current)
 
 
-def load_run_config(checkpoint_dir: str) -> None:
-    """Parses the config.gin saved in a run directory (for eval and render)."""
+def read_run_config(checkpoint_dir: str) -> str:
+    """The gin config text saved in a run directory (for eval and render)."""
     path = os.path.join(checkpoint_dir, CONFIG_NAME)
     if not os.path.exists(path):
         raise UserError(
             f"{path} not found: is {checkpoint_dir!r} the Config.checkpoint_dir of a trained run?"
         )
-    gin.parse_config_file(path, skip_unknown=False)
+    with open(path, encoding="utf-8") as f:
+        return f.read()

@@ -50,21 +50,6 @@ def run(main) -> None:
 
 def load_run(check_dirs: bool = True):
     """The Config named by --compressed, --checkpoint_dir, or --gin_configs/--gin_bindings."""
-    from jaxnerf360 import checkpoints
-
     FLAGS = flags.FLAGS
-    if FLAGS.compressed:
-        from jaxnerf360 import compress
-
-        if FLAGS.checkpoint_dir or FLAGS.gin_configs:
-            raise UserError("--compressed carries its own config: drop --checkpoint_dir and "
-                            "--gin_configs (--gin_bindings still apply)")
-        return compress.load_config(FLAGS.compressed, FLAGS.gin_bindings)
-    if FLAGS.checkpoint_dir:
-        configs._import_registering_modules()
-        checkpoints.load_run_config(FLAGS.checkpoint_dir)
-        configs.parse_gin([], FLAGS.gin_bindings)
-        config = configs.Config(checkpoint_dir=FLAGS.checkpoint_dir)
-        configs.validate(config, check_dirs=check_dirs)
-        return config
-    return configs.load_config(check_dirs=check_dirs)
+    return configs.load(FLAGS.gin_configs, FLAGS.gin_bindings, FLAGS.checkpoint_dir,
+                        FLAGS.compressed, check_dirs=check_dirs)

@@ -2,10 +2,12 @@
 
 import dataclasses
 import os
+import re
 
 import gin
 from absl import flags
 
+from jaxnerf360 import renamed
 from jaxnerf360.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -14,7 +16,8 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings that override the 
 
 # Modules whose configurables must be registered before gin parses a file.
 _REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp",
-                        "jaxnerf360.fields.tensorf")
+                        "jaxnerf360.fields.tensorf", "jaxnerf360.cameras",
+                        "jaxnerf360.supervision", "jaxnerf360.objective", "jaxnerf360.heads")
 
 
 @gin.configurable
@@ -41,8 +44,6 @@ class Config:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
     adam_eps: float = 1e-6
-    grid_lr_init: float = 0.02  # grid factors (TensoRF planes and lines) have their own rate
-    grid_lr_final: float = 0.002
     grad_max_norm: float = 0.001  # clip by global norm; 0 disables
     seed: int = 0
     # --- losses ---
@@ -54,53 +55,17 @@ class Config:
     charb_padding: float = 0.001  # Charbonnier epsilon
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.01
-    # Grid regularisers (fields with VM factors only). TensoRF's L1 weight drops from
-    # l1_density_mult to l1_density_mult_rest at l1_density_switch_step (its first
-    # alpha-mask update); TV weights decay with the grid learning rate, as in TensoRF.
-    l1_density_mult: float = 0.0
-    l1_density_mult_rest: float | None = None  # None: no switch
-    l1_density_switch_step: int = 0
-    tv_density_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_density
-    tv_appearance_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_app
-    # Masked wavelet planes: weight w of the mask penalty w * mean(sigmoid(m)) over every mask
-    # logit (the expected kept fraction): w is the loss that keeping every coefficient is worth,
-    # whatever the grid size. Larger gives sparser, smaller files.
-    mask_loss_mult: float = 0.0
-    # --- camera poses: joint optimisation (jaxnerf360/poses.py) ---
-    pose_noise: float = 0.0  # std of camera-side se(3) noise on the training poses (BARF: 0.15)
-    pose_init: str = "given"  # given | identity (every training camera starts at the identity)
-    optimize_poses: bool = False  # learn a camera-side se(3) correction per training image
-    optimize_focal: str = "none"  # none | shared | per_image: learn log focal-length scales
-    pose_lr_init: float = 1e-3  # the poses' own Adam, decaying log-linearly to pose_lr_final
-    pose_lr_final: float = 1e-4
-    # Test views: before metrics, refine each test pose photometrically with the field frozen
-    # (BARF's protocol), starting from its true pose mapped into the optimised frame.
-    test_pose_steps: int = 0  # 0: no refinement
-    test_pose_lr_init: float = 1e-3
-    test_pose_lr_final: float = 1e-4
-    test_pose_batch: int = 1024
-    # Near bound of the training rays on a schedule: ((train_frac, near), ...) piecewise linear
-    # and non-increasing, in the rays' own t units (NDC t: 0 is the near plane at depth 1, and
-    # negative values reach in front of it); each ray's near is raised to it, so a schedule
-    # that ends at or below the rays' own near lets go. Starting LLFF at 0.4 (Joint-TensoRF's
-    # recipe) keeps content right in front of the cameras from explaining pose errors early.
-    near_schedule: tuple = ()
+    # Technique settings live with their modules (jaxnerf360/renamed.py lists the old names):
+    # the cameras and their corrections in Cameras (cameras.py), blurred targets and edge
+    # weights in ImageBlur and EdgeWeights (supervision.py), the grid factors' learning rate
+    # and regularisers in TensoRFField.
     # --- spectral control (jaxnerf360/fields/spectral.py, jaxnerf360/supervision.py) ---
     # Master switch: False ignores the field's filter schedules (TensoRFField.density_blur,
-    # appearance_blur), image_blur and the edge-guided loss, so one binding turns all off.
+    # appearance_blur), ImageBlur and EdgeWeights, so one binding turns all off.
     spectral_control: bool = True
-    # Train against Gaussian-blurred images: ((train_frac, sigma), ...) piecewise linear, sigma
-    # as a fraction of the image width, non-increasing; () is off. With image_blur_random_scale
-    # each step draws a scale in [0, 1] for the sigma.
-    image_blur: tuple = ()
-    image_blur_random_scale: bool = False
-    # Edge-guided loss: until train_frac edge_loss_until, pixels whose Sobel magnitude exceeds
-    # edge_threshold_mult times their image's mean weigh edge_weight, the rest non_edge_weight.
-    edge_loss_until: float = 0.0
-    edge_threshold_mult: float = 1.25
-    edge_weight: float = 1.5
-    non_edge_weight: float = 0.5
-    edge_loss_every: int = 1  # weigh edges on every n-th step only (Joint-TensoRF alternates: 2)
+    # Train on P x P patches of output pixels (0: independent pixels). A head needs patches;
+    # Config.batch_size then counts output pixels (a multiple of P^2).
+    patch_size: int = 0
     # --- checkpoints, logging and outputs (everything lives under checkpoint_dir) ---
     checkpoint_dir: str | None = None
     checkpoint_every: int = 5000
@@ -116,16 +81,34 @@ class Config:
     render_factor: int = 1  # render videos at 1/render_factor of the training resolution
 
 
-def _import_registering_modules() -> None:
+def import_registering_modules() -> None:
+    """Imports every module with gin configurables, so gin can parse any binding."""
     import importlib
 
     for name in _REGISTERING_MODULES:
         importlib.import_module(name)
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _gin_error(error: Exception) -> UserError:
+    """One clear line for a gin error; a moved binding names where it lives now."""
+    text = str(error)
+    match = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text)
+    moved = match and renamed.new_name(match.group(1), match.group(2))
+    if moved:
+        where = re.search(r'In file "([^"]+)", line (\d+)', text)
+        place = f" ({where.group(1)}, line {where.group(2)})" if where else ""
+        return UserError(f"{match.group(1)}.{match.group(2)} is now {moved}{place}: the "
+                         "setting lives with the module that uses it; rename the binding")
+    return UserError(f"bad gin config or binding: {_first_line(error)}")
+
+
 def parse_gin(configs, bindings) -> None:
     """Parses gin files and bindings, turning gin's errors into one clear line."""
-    _import_registering_modules()
+    import_registering_modules()
     configs = list(configs or [])
     for path in configs:
         if not os.path.isfile(path):
@@ -137,20 +120,64 @@ def parse_gin(configs, bindings) -> None:
             configs, list(bindings or []), skip_unknown=False, finalize_config=False
         )
     except (ValueError, NameError, KeyError, TypeError, SyntaxError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"bad gin config or binding: {first}") from None
+        raise _gin_error(e) from None
 
 
-def load_config(check_dirs: bool = True) -> Config:
-    """Reads --gin_configs/--gin_bindings and returns the validated Config."""
-    parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
-    config = Config()
+def parse_saved(text: str, what: str) -> None:
+    """Parses the gin config a run saved (`what` names it in errors), migrating old names."""
+    import_registering_modules()
+    try:
+        gin.parse_config(renamed.migrate(text))
+    except (ValueError, NameError, KeyError, TypeError, SyntaxError) as e:
+        raise UserError(f"{what}: its gin config does not parse here ({_first_line(e)})") from None
+
+
+def load(gin_configs=None, bindings=None, checkpoint_dir: str | None = None,
+         compressed: str | None = None, check_dirs: bool = True) -> "Config":
+    """The validated Config of gin files, of a trained run's directory, or of a compressed
+    scene file; `bindings` apply on top of each.
+
+    A run directory gives its saved config.gin (outputs stay in the run); a compressed file
+    its saved config, rendered by the field's decoded form, with outputs under the file's
+    path without its extension unless a binding sets Config.checkpoint_dir.
+    """
+    if compressed:
+        from jaxnerf360 import compressed as compressed_lib
+
+        if checkpoint_dir or gin_configs:
+            raise UserError("--compressed carries its own config: drop --checkpoint_dir and "
+                            "--gin_configs (--gin_bindings still apply)")
+        text, field_bindings = compressed_lib.read_config(compressed)
+        gin.clear_config()
+        parse_saved(text, compressed)
+        parse_gin([], [*field_bindings, f"Config.checkpoint_dir = "
+                                        f"{os.path.splitext(compressed)[0]!r}", *(bindings or [])])
+        config = Config()
+    elif checkpoint_dir:
+        from jaxnerf360 import checkpoints
+
+        parse_saved(checkpoints.read_run_config(checkpoint_dir), checkpoint_dir)
+        parse_gin([], bindings)
+        config = Config(checkpoint_dir=checkpoint_dir)
+    else:
+        parse_gin(gin_configs, bindings)
+        config = Config()
     validate(config, check_dirs=check_dirs)
     return config
 
 
+def load_config(check_dirs: bool = True) -> Config:
+    """Reads --gin_configs/--gin_bindings and returns the validated Config."""
+    return load(FLAGS.gin_configs, FLAGS.gin_bindings, check_dirs=check_dirs)
+
+
 def validate(config: Config, check_dirs: bool = True) -> None:
     """Checks values that would otherwise fail late or deep inside JAX."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        numeric = field.type in (int, float) or field.type == "int" or field.type == "float"
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UserError(f"Config.{field.name}={value!r} must be a number")
     loaders = ("blender", "llff", "colmap", "synthetic")
     if config.dataset_loader not in loaders:
         raise UserError(
@@ -170,38 +197,13 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         raise UserError(f"Config.data_loss_type={config.data_loss_type!r} is unknown; "
                         "use 'charbonnier' or 'mse'")
     for name in ("batch_size", "max_steps", "factor", "render_chunk_size", "checkpoint_every",
-                 "checkpoint_keep", "print_every", "render_frames", "render_factor",
-                 "edge_loss_every"):
+                 "checkpoint_keep", "print_every", "render_frames", "render_factor"):
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UserError(f"Config.{name}={value!r} must be a positive integer")
-    for a, b in (("lr_init", "lr_final"), ("grid_lr_init", "grid_lr_final")):
-        if not (getattr(config, a) > 0 and getattr(config, b) > 0):
-            raise UserError(f"Config.{a}/{b} must be positive, got {getattr(config, a)}, "
-                            f"{getattr(config, b)}")
-    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult",
-                 "pose_noise", "edge_loss_until", "edge_threshold_mult", "edge_weight",
-                 "non_edge_weight", "test_pose_steps"):
-        value = getattr(config, name)
-        if not isinstance(value, int | float) or not value >= 0:
-            raise UserError(f"Config.{name}={value!r} must be a non-negative number")
-    if config.pose_init not in ("given", "identity"):
-        raise UserError(f"Config.pose_init={config.pose_init!r} is unknown; use 'given' or "
-                        "'identity'")
-    if config.optimize_focal not in ("none", "shared", "per_image"):
-        raise UserError(f"Config.optimize_focal={config.optimize_focal!r} is unknown; use "
-                        "'none', 'shared' or 'per_image'")
-    if config.optimize_focal != "none" and not config.optimize_poses:
-        raise UserError("Config.optimize_focal needs Config.optimize_poses = True")
-    for a, b in (("pose_lr_init", "pose_lr_final"), ("test_pose_lr_init", "test_pose_lr_final")):
-        if not (getattr(config, a) > 0 and getattr(config, b) > 0):
-            raise UserError(f"Config.{a}/{b} must be positive")
-    from jaxnerf360.fields.spectral import check_schedule
-
-    check_schedule(config.image_blur, "Config.image_blur")
-    check_schedule(config.near_schedule, "Config.near_schedule", allow_negative=True)
-
-
-def background_rgb(config: Config):
-    """The fixed background colour for loading and evaluation ((1,1,1) for 'random')."""
-    return (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)
+    if not isinstance(config.patch_size, int) or config.patch_size < 0:
+        raise UserError(f"Config.patch_size={config.patch_size!r} must be a non-negative "
+                        "integer (0: independent pixels)")
+    if not (config.lr_init > 0 and config.lr_final > 0):
+        raise UserError(f"Config.lr_init/lr_final must be positive, got {config.lr_init}, "
+                        f"{config.lr_final}")

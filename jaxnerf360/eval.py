@@ -4,35 +4,49 @@ Writes `eval/<name>.png`, `eval/<name>_depth.png` and `eval/metrics.json` (means
 under `psnr`, `ssim`, `lpips` and a per-image list) under Config.checkpoint_dir.
 """
 
+import dataclasses
 import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import flags, logging
 
-from jaxnerf360 import cli, configs, metrics, outputs, parallel, pipeline
+from jaxnerf360 import cli, configs, metrics, objective, optim, outputs, parallel
+from jaxnerf360.cameras import POSE, Cameras
 from jaxnerf360.data import load_split
-from jaxnerf360.data.cameras import camera_rays, image_rays
+from jaxnerf360.data.cameras import scene_rays, scene_view
+from jaxnerf360.data.scene import Batch
+from jaxnerf360.rendering import Renderer
+from jaxnerf360.supervision import Supervision
+from jaxnerf360.train_step import TrainState, batch_dict, make_loss_fn, make_train_step
+from jaxnerf360.training import load_trained
 
 
-def evaluate(config: configs.Config, compressed: str | None = None) -> dict:
+def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict:
     """Renders every test view, writes images and metrics.json; returns the metrics.
 
     For a run that optimised its poses, metrics.json also holds the training pose errors
     before and after (BARF's Sim(3)-aligned errors), and each test view is rendered from its
     true pose mapped into the optimised frame, refined photometrically first when
-    Config.test_pose_steps > 0.
+    Cameras.test_pose_steps > 0.
     """
     mesh = parallel.make_mesh()
     scene = load_split(config, "test")
-    train = load_split(config, "train") if config.optimize_poses and not compressed else None
-    model, state = pipeline.load_trained(config, scene.kind, mesh, compressed,
-                                         0 if train is None else train.num_images)
-    renderer = pipeline.Renderer(model, mesh, config.background)
+    cameras = Cameras()
+    train = load_split(config, "train") if cameras.optimize_poses and not compressed_path \
+        else None
+    model, state = load_trained(config, scene, mesh, compressed_path, train)
+    renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
     pose_report, test_poses = {}, None
     if train is not None:
-        pose_report, test_poses = _test_poses(config, model, state, train, scene)
+        cameras = Cameras(train, seed=config.seed)
+        pose_report, align = cameras.report(state.params)
+        test_poses = cameras.test_poses(scene, align)
+        if cameras.test_pose_steps > 0:
+            test_poses = refine_test_poses(config, model, state, cameras, scene, test_poses, mesh)
     lpips_fn = metrics.make_lpips(config.lpips_net)
     out_dir = os.path.join(config.checkpoint_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -40,11 +54,10 @@ def evaluate(config: configs.Config, compressed: str | None = None) -> dict:
         scene.num_images, config.eval_max_images)
     per_image = []
     for i in range(count):
-        rays = image_rays(scene, i)
+        view = scene_view(scene, i)
         if test_poses is not None:
-            rays = camera_rays(test_poses[i], scene.intrinsics[i], scene.width, scene.height,
-                               scene.near, scene.far, scene.distortion[i], scene.ndc, i)
-        out = renderer(state, rays, config.render_chunk_size, jax.device_count())
+            view = dataclasses.replace(view, camtoworld=test_poses[i])
+        out = renderer.image(state, view)
         gt = scene.images[i]
         result = metrics.evaluate_image(out["rgb"], gt, lpips_fn)
         name = os.path.splitext(os.path.basename(scene.names[i]))[0]
@@ -69,78 +82,54 @@ def evaluate(config: configs.Config, compressed: str | None = None) -> dict:
     return summary
 
 
-def _test_poses(config, model, state, train, test) -> tuple:
-    """({'poses': errors before and after}, test poses `[N, 3, 4]` in the optimised frame)."""
+def refine_test_poses(config, model, state, cameras, scene, init, mesh) -> np.ndarray:
+    """Each test pose refined by Cameras.test_pose_steps photometric Adam steps, the field
+    frozen: the general train step with a pose-only objective and a parameter mask."""
     from jaxnerf360 import poses
 
-    initial = poses.initial(train.camtoworlds, config.pose_noise, config.pose_init, config.seed)
-    current = poses.current(initial, jax.device_get(state.params["poses"]))
-    before = poses.pose_errors(initial, train.camtoworlds)
-    after = poses.pose_errors(current, train.camtoworlds)
-    report = {"poses": {
-        "rotation_deg_before": before["rotation_deg"], "translation_before": before["translation"],
-        "rotation_deg": after["rotation_deg"], "translation": after["translation"],
-        "rotation_deg_orientation_fit": after["rotation_deg_orientation_fit"],
-        "note": "mean over training views after Sim(3) alignment of camera centres to the "
-                "truth (none for coinciding centres, e.g. identity poses); translation in "
-                "scene units (the loader's normalised world); rotation_deg_orientation_fit: "
-                "after the rotation fitted to the orientations instead (a diagnostic)",
-        "test_pose_steps": config.test_pose_steps}}
-    logging.info("training poses: rotation %.3f -> %.3f deg, translation %.4f -> %.4f "
-                 "(scene units, after Sim(3) alignment of distinct centres); rotation %.3f deg "
-                 "after a fit of the orientations", before["rotation_deg"],
-                 after["rotation_deg"], before["translation"], after["translation"],
-                 after["rotation_deg_orientation_fit"])
-    test_poses = poses.unalign(test.camtoworlds, after["align"])
-    if config.test_pose_steps > 0:
-        test_poses = _refine_test_poses(config, model, state, test, test_poses)
-    return report, test_poses
+    steps = cameras.test_pose_steps
+    mse = dataclasses.replace(config, data_loss_type="mse", data_loss_mult=1.0, max_steps=steps)
+    frozen = "frozen"
 
+    def labels(params):
+        return jax.tree.map(lambda _: frozen, Cameras.split(params)[0]) | \
+            Cameras.param_labels(params)
 
-def _refine_test_poses(config, model, state, scene, init) -> np.ndarray:
-    """Each test pose refined by Config.test_pose_steps photometric Adam steps, field frozen."""
-    import jax.numpy as jnp
-    import optax
-
-    from jaxnerf360 import optim, poses
-    from jaxnerf360.data import views as views_lib
-    from jaxnerf360.model import background_colors
-
-    params = {k: v for k, v in state.params.items() if k != "poses"}
-    steps = config.test_pose_steps
-    tx = optax.adam(lambda t: optim.log_linear_lr(t, config.test_pose_lr_init,
-                                                  config.test_pose_lr_final, steps))
-
-    def loss(xi, views, pixels, rgb):
-        rays = poses.corrected_rays(views, {"xi": xi[None]}, pixels,
-                                    jnp.zeros(pixels.shape[:-1], jnp.int32))
-        bg = background_colors(config.background, rays.origins.shape[:-1])
-        out = model.apply({"params": params}, None, rays, 1.0, bg, occupancy=state.occupancy)
-        return jnp.mean(jnp.square(out["rgb"] - rgb))
-
-    @jax.jit
-    def step(xi, opt_state, views, pixels, rgb):
-        value, grad = jax.value_and_grad(loss)(xi, views, pixels, rgb)
-        updates, opt_state = tx.update(grad, opt_state)
-        return optax.apply_updates(xi, updates), opt_state, value
-
+    pose_adam = optax.adam(lambda t: optim.log_linear_lr(
+        t, cameras.test_pose_lr_init, cameras.test_pose_lr_final, steps))
+    tx = optax.multi_transform({POSE: pose_adam, frozen: optax.set_to_zero()}, labels)
+    data_only = objective.Objective([objective.data_term(mse)])
+    # On the host: each refinement's step donates its state, the field's arrays included.
+    model_params = jax.device_get(Cameras.split(state.params)[0])
+    sampler_state = jax.device_get(state.sampler_state)
+    refine, _ = cameras.for_test_view(scene, 0, init[0])
+    loss_fn = make_loss_fn(model, refine, Supervision(False), data_only, mse, {},
+                           deterministic=True)
+    compiled = make_train_step(loss_fn, tx, mesh)
     rng = np.random.default_rng(config.seed)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     out = np.array(init)
-    test_views = views_lib.from_scene(scene)
     for i in range(init.shape[0]):
-        single = test_views.replace(camtoworlds=jnp.asarray(init[i:i + 1]),
-                                    intrinsics=test_views.intrinsics[i:i + 1],
-                                    distortion=test_views.distortion[i:i + 1])
-        xi = jnp.zeros(6)
-        opt_state = tx.init(xi)
+        refine, views = cameras.for_test_view(scene, i, init[i])
+        step = compiled.with_views(views)
+        single = dataclasses.replace(scene, camtoworlds=init[i:i + 1],
+                                     intrinsics=scene.intrinsics[i:i + 1],
+                                     distortion=None if scene.distortion is None
+                                     else scene.distortion[i:i + 1])
+        params = Cameras.join(model_params, refine.init_params())
+        ts = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                        sampler_state=sampler_state)
         for _ in range(steps):
-            flat = rng.integers(0, scene.height * scene.width, config.test_pose_batch)
+            flat = rng.integers(0, scene.height * scene.width, cameras.test_pose_batch)
             rows, cols = np.divmod(flat, scene.width)
-            pixels = np.stack([cols, rows], -1).astype(np.float32) + 0.5
-            xi, opt_state, value = step(xi, opt_state, single, pixels, scene.images[i][rows, cols])
-        out[i] = np.asarray(poses.correct(jnp.asarray(init[i]), xi))
+            batch = Batch(rays=scene_rays(single, np.zeros_like(rows), cols, rows),
+                          rgb=scene.images[i][rows, cols],
+                          pixels=np.stack([cols, rows], -1).astype(np.float32) + 0.5)
+            ts, stats = step(ts, parallel.to_global(batch_dict(batch, None), mesh), key)
+        xi = Cameras.split(jax.device_get(ts.params))[1]["xi"][0]
+        out[i] = np.asarray(poses.correct(jnp.asarray(init[i]), jnp.asarray(xi)))
         logging.info("test pose %d/%d refined: %d steps, final batch mse %.5f", i + 1,
-                     init.shape[0], steps, float(value))
+                     init.shape[0], steps, float(stats["data"]))
     return out
 
 

@@ -1,4 +1,7 @@
-"""Training losses: Charbonnier data term, interlevel (proposal) and distortion losses."""
+"""Loss functions: the Charbonnier data term, interlevel (proposal) and distortion losses.
+
+Pure functions; `objective.py` weighs and names them (and the terms fields declare).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -41,37 +44,3 @@ def interlevel(final_sdist, final_weights, prop_levels):
 def distortion(sdist, weights):
     """Mean mip-NeRF 360 distortion loss of the final histogram in s-space."""
     return jnp.mean(stepfun.lossfun_distortion(sdist, weights))
-
-
-def grid_regularizers(field_params, config, step, grid_lr_ratio):
-    """Weighted grid terms, (total, {name: value}): TensoRF's L1 and TV, the mask penalty.
-
-    Also logs `mask_kept`, the fraction of coefficients the masks keep.
-
-    The L1 weight switches to `l1_density_mult_rest` at `l1_density_switch_step`; the TV
-    weights are scaled by `grid_lr_ratio` (the grid learning rate over its initial value).
-    """
-    from jaxnerf360.fields import vm as tensorf
-
-    parts, total = {}, 0.0
-    if config.l1_density_mult > 0 or config.l1_density_mult_rest:
-        weight = config.l1_density_mult
-        if config.l1_density_mult_rest is not None:
-            weight = jnp.where(step >= config.l1_density_switch_step,
-                               config.l1_density_mult_rest, weight)
-        parts["l1_density"] = tensorf.l1_density(field_params)
-        total += weight * parts["l1_density"]
-    for prefix, mult in (("density", config.tv_density_mult),
-                         ("appearance", config.tv_appearance_mult)):
-        if mult > 0:
-            parts[f"tv_{prefix}"] = tensorf.tv_planes(field_params, prefix)
-            total += mult * grid_lr_ratio * parts[f"tv_{prefix}"]
-    logits = [v for k, v in field_params.items() if "mask_" in k]
-    if logits:
-        from jaxnerf360.fields.wavelet import kept_fraction, mask_fraction
-
-        parts["mask_kept"] = jax.lax.stop_gradient(kept_fraction(logits))
-        if config.mask_loss_mult > 0:
-            parts["mask_fraction"] = mask_fraction(logits)
-            total += config.mask_loss_mult * parts["mask_fraction"]
-    return total, parts

@@ -1,4 +1,11 @@
-"""The model: sampler + field + volume renderer."""
+"""The model: sampler -> field -> composite -> (head), one Flax module chosen by gin.
+
+`Model.sampler` picks intervals along each ray, `Model.field` gives density and named
+channels at them, every channel is composited with the volume-rendering weights, and an
+optional image-space `Model.head` turns composited patches into colours. The model's own
+parameters are `{'sampler': ..., 'field': ..., 'head': ...}` (the submodules' names); the
+methods below answer, on the host, what the other stages ask of the parts.
+"""
 
 from collections.abc import Callable
 
@@ -8,94 +15,161 @@ import jax
 import jax.numpy as jnp
 
 from jaxnerf360.data.scene import BOUNDED
+from jaxnerf360.errors import UserError
+from jaxnerf360.fields.base import Field
 from jaxnerf360.fields.mlp import MLPField
 from jaxnerf360.geometry import render
-from jaxnerf360.geometry.occupancy import compact, occupancy_step_size, scatter
-from jaxnerf360.samplers import ProposalSampler, field_warp, rays_to_gaussians
+from jaxnerf360.geometry.occupancy import compact, scatter
+from jaxnerf360.heads import Head
+from jaxnerf360.samplers import ProposalSampler, Sampler, SamplingContext, field_warp
+from jaxnerf360.samplers.base import rays_to_gaussians
+
+SAMPLER, FIELD, HEAD = "sampler", "field", "head"  # the parameter subtrees of the parts
 
 
 @gin.configurable
 class Model(nn.Module):
-    """Renders rays: the sampler picks intervals, the field colours them, alpha compositing."""
+    """Renders rays: the sampler picks intervals, the field fills them, alpha compositing."""
 
     scene_kind: str = BOUNDED  # set from the data, not from gin
     sampler: Callable = ProposalSampler
     field: Callable = MLPField
+    head: Callable | None = None  # an image-space head (heads.py); None: per-pixel colours
     opaque_background: bool = False
 
     @nn.compact
     def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False,
-                 occupancy=None, capacity: int | None = None, spectral_control: bool = True):
+                 sampler_state=None, capacity: int | None = None, spectral_control: bool = True,
+                 apply_head: bool = True):
         """Renders `rays` ([...] leading shape) on background `bg_rgbs [..., 3]`.
 
-        `occupancy` is an occupancy sampler's grid; with it, the field is evaluated only at
-        occupied samples, gathered into a buffer of static size `capacity` (None: evaluate
-        every sample). Returns a dict: `rgb [..., 3]`, `acc [...]`, `sdist`/`weights` of the
-        final level, `prop_levels` (for the interlevel loss), `overflow` (occupied samples
-        that did not fit the buffer) and, with compute_extras, `distance_mean` and
-        `distance_median` `[...]`.
+        `sampler_state` is the sampler's state (an occupancy grid); when the sampler masks its
+        samples, the field runs only on the counted ones, gathered into a buffer of static
+        size `capacity` (None: every sample). Returns a dict: every channel of the field
+        composited (`rgb [..., 3]` on the background, any others `[..., C]`), `acc [...]`,
+        `sdist`/`weights` of the final level, `prop_levels` (for the interlevel loss),
+        `overflow` (counted samples that did not fit the buffer) and, with compute_extras,
+        `distance_mean` and `distance_median` `[...]`. With a head (and `apply_head`), rays
+        are `[B, H, W]` patches and `rgb` is the head's output.
         """
-        warp = field_warp(self.scene_kind)
-        sampler = self.sampler(name="sampler")
-        field = self.field(name="field")
-        sdist, tdist, prop_levels, mask = sampler(
-            rng, rays, warp, train_frac, occupancy=occupancy,
-            step_size=self._step_size(sampler, field), scene_kind=self.scene_kind)
+        sampler = self.sampler(name=SAMPLER)
+        field = self.field(name=FIELD)
+        context = _context(self.scene_kind, field,
+                           self.variables.get("params", {}).get(FIELD), sampler_state)
+        samples = sampler(rng, rays, train_frac, context)
         # Training progress for the fields' schedules (spectral control, coarse-to-fine);
         # rendering (no rng) sees the finished field.
         progress = None if rng is None else {"train_frac": train_frac, "spectral":
                                              spectral_control, "rng": jax.random.fold_in(rng, 7)}
-        if mask is None:
-            means, covs = rays_to_gaussians(rays, tdist, sampler.ray_shape, warp)
+        if samples.mask is None:
+            means, covs = rays_to_gaussians(rays, samples.tdist, sampler.ray_shape, context.warp)
             out = field(means, covs, rays.viewdirs, progress=progress)
             overflow = jnp.zeros((), jnp.int32)
         else:
-            out, overflow = _masked_field(field, rays, tdist, mask, capacity,
-                                          sampler.ray_shape, warp, progress)
+            out, overflow = _masked_field(field, rays, samples.tdist, samples.mask, capacity,
+                                          sampler.ray_shape, context.warp, progress)
         weights = render.compute_alpha_weights(
-            out["density"], tdist, rays.directions, opaque_background=self.opaque_background
-        )[0]
-        rendered = render.volumetric_rendering(
-            out["rgb"], weights, tdist, bg_rgbs, rays.far, compute_extras=compute_extras
-        )
-        rendered = {k: v for k, v in rendered.items() if k != "weights"}
-        rendered.update(sdist=sdist, weights=weights, prop_levels=prop_levels,
+            out["density"], samples.tdist, rays.directions,
+            opaque_background=self.opaque_background)[0]
+        rendered = render.composite({k: v for k, v in out.items() if k != "density"}, weights)
+        acc = jnp.sum(weights, axis=-1)
+        rendered["rgb"] = rendered["rgb"] + jnp.maximum(0.0, 1.0 - acc)[..., None] * bg_rgbs
+        rendered["acc"] = acc
+        if compute_extras:
+            rendered.update(render.ray_distances(weights, samples.tdist, rays.far, acc))
+        if self.head is not None and apply_head:
+            rendered.update(self.head(name=HEAD)(rendered))
+        rendered.update(sdist=samples.sdist, weights=weights, prop_levels=samples.levels,
                         overflow=overflow)
         return rendered
 
-    def _step_size(self, sampler, field):
-        return self.step_size_for(sampler, field, self.variables.get("params", {}).get("field"))
+    # --- host-side questions about the parts (valid on an unbound Model; `nowrap` keeps
+    # Flax from binding the parts they construct to the model) ---
 
-    @staticmethod
-    def step_size_for(sampler, field, field_params):
-        """A grid sampler's step: `step_ratio` of the field grid's current voxel, else None.
+    @nn.nowrap
+    def parts(self) -> dict:
+        """{SAMPLER, FIELD[, HEAD]: the gin-configured part} (a start-up error if one is not
+        a Sampler, Field or Head)."""
+        out = {SAMPLER: self.sampler(), FIELD: self.field()}
+        if self.head is not None:
+            out[HEAD] = self.head()
+        for key, base in ((SAMPLER, Sampler), (FIELD, Field), (HEAD, Head)):
+            if key in out and not isinstance(out[key], base):
+                raise UserError(f"Model.{key} = {type(out[key]).__name__} is not a "
+                                f"{base.__module__}.{base.__name__}; derive it from that class")
+        return out
 
-        The resolution is read off the parameters' shapes (static under jit), so it follows
-        the upsampling schedule; fields without a grid leave the step to the sampler.
-        """
-        if not hasattr(sampler, "step_ratio") or not hasattr(field, "resolution"):
-            return None
-        from jaxnerf360.fields.vm import grid_resolution
+    @nn.nowrap
+    def param_labels(self, params):
+        """Optimiser group labels of the model's `params`, as each part declares them."""
+        parts = self.parts()
+        return {key: parts[key].param_labels(value) for key, value in params.items()}
 
-        params = field_params or {}
-        res = grid_resolution(params) if "density_line_0" in params else field.resolution
-        return occupancy_step_size(sampler.box_min, sampler.box_max, res, sampler.step_ratio)
+    @nn.nowrap
+    def param_groups(self) -> dict:
+        """{label: ParamGroup} that the parts declare."""
+        groups = {}
+        for part in self.parts().values():
+            for label, group in part.param_groups().items():
+                if groups.get(label, group) != group:
+                    raise UserError(f"two parts of the model declare the parameter group "
+                                    f"{label!r} with different learning rates")
+                groups[label] = group
+        return groups
+
+    @nn.nowrap
+    def sampling_context(self, field_params, sampler_state) -> SamplingContext:
+        """What the sampler is told besides the rays (field grid read off `field_params`)."""
+        return _context(self.scene_kind, self.field(), field_params, sampler_state)
+
+    @nn.nowrap
+    def sample_mask(self, params, rays, sampler_state):
+        """`[..., n]` bool: the deterministic samples of `rays` that the sampler counts (None
+        for a sampler that counts all)."""
+        context = self.sampling_context(params.get(FIELD), sampler_state)
+        return self.sampler().apply({"params": params.get(SAMPLER, {})}, None, rays, 1.0,
+                                    context).mask
+
+    @nn.nowrap
+    def density(self, params, points):
+        """The field's density `[P]` at field-space `points [P, 3]` (no view directions)."""
+        return self.field().apply({"params": params[FIELD]}, points[None], None, None)[
+            "density"][0]
+
+    @nn.nowrap
+    def apply_head(self, params, rendered: dict) -> dict:
+        """The head's output for composited channels `rendered` (`{name: [B, H, W, C]}`)."""
+        return self.head().apply({"params": params.get(HEAD, {})}, rendered)
+
+    @nn.nowrap
+    def head_geometry(self) -> tuple:
+        """(receptive radius, upsampling factor) of the head; (0, 1) without one."""
+        if self.head is None:
+            return 0, 1
+        head = self.parts()[HEAD]
+        return int(head.receptive_radius()), int(head.upsample())
+
+
+def _context(scene_kind, field, field_params, sampler_state) -> SamplingContext:
+    return SamplingContext(field_warp(scene_kind), scene_kind, sampler_state,
+                           field.grid_resolution(field_params))
 
 
 def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp, progress=None):
     """The field on intervals `tdist [..., n+1]` where `mask [..., n]` holds (else no density).
 
-    With a `capacity` below the sample count, the occupied intervals are gathered into a
+    With a `capacity` below the sample count, the counted intervals are gathered into a
     buffer of that static size first, so Gaussians and the field are computed for `capacity`
-    samples only; occupied samples beyond it are dropped and counted in the overflow.
+    samples only, and every channel is scattered back; counted samples beyond the buffer are
+    dropped and counted in the overflow.
     """
     shape = mask.shape
     total = mask.size
     if capacity is None or capacity >= total:
         means, covs = rays_to_gaussians(rays, tdist, ray_shape, warp)
         out = field(means, covs, rays.viewdirs, progress=progress)
-        density = jnp.where(mask, out["density"], 0.0)
-        return {"density": density, "rgb": out["rgb"]}, jnp.zeros((), jnp.int32)
+        out = {**out, "density": jnp.where(mask, out["density"], 0.0)}
+        return out, jnp.zeros((), jnp.int32)
     n = shape[-1]
     idx, valid, overflow = compact(mask.reshape(-1), capacity)
     ray, k = idx // n, idx % n
@@ -103,16 +177,14 @@ def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp, progress=
     ends = jnp.stack([flat_t[ray, k], flat_t[ray, k + 1]], -1)  # [capacity, 2]
     one = jax.tree.map(lambda x: jnp.reshape(x, (-1, x.shape[-1]))[ray], rays)
     means, covs = rays_to_gaussians(one, ends, ray_shape, warp)
-    sub = field(means, covs, one.viewdirs, progress=progress)
-    density = scatter(sub["density"][:, 0], idx, valid, total).reshape(shape)
-    rgb = scatter(sub["rgb"][:, 0], idx, valid, total).reshape(shape + (3,))
-    return {"density": density, "rgb": rgb}, overflow
+    sub = field(means, covs, one.viewdirs, progress=progress)  # each [capacity, 1, ...]
+    out = {name: scatter(value[:, 0], idx, valid, total).reshape(shape + value.shape[2:])
+           for name, value in sub.items()}
+    return out, overflow
 
 
 def background_colors(kind: str, shape, rng=None):
     """Background colours `[*shape, 3]`: 'white', 'black', or uniform 'random' (needs rng)."""
-    import jax
-
     if kind == "random" and rng is not None:
         return jax.random.uniform(rng, tuple(shape) + (3,))
     value = 0.0 if kind == "black" else 1.0

@@ -1,19 +1,25 @@
-"""Optimiser and learning-rate schedules."""
+"""The optimiser: Adam per parameter group, groups declared by the modules that own them.
 
-import re
+Every parameter carries a group label that its owner declares (`Field.param_labels`,
+`Sampler.param_labels`, `Cameras.param_labels`, ...): NETWORK for parameters that train at
+the run's rate (Config.lr_init to lr_final), anything else for a `ParamGroup` with its own
+rates (a field's grid factors, a camera's corrections). Each group is an Adam with a
+log-linear schedule; all of them follow one global-norm clip.
+"""
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-# Parameters of decomposed grids (TensoRF planes and lines, and the mask logits of wavelet
-# planes) train with their own rate.
-_GRID_PARAM = re.compile(r"_(plane|line|planemask|linemask)_\d+$")
-_MASK_PARAM = re.compile(r"_(planemask|linemask)_\d+$")
-# A mask logit's gradient is x * sigmoid'(m) * dL/dx, often far below 1e-8: with the usual
-# epsilon Adam would scale it down (the masks would only drift). Tiny, it keeps Adam
-# scale-free, so the masks settle where the data and the mask penalty balance.
-MASK_ADAM_EPS = 1e-15
+from jaxnerf360.errors import UserError
+from jaxnerf360.parts import NETWORK, ParamGroup
+
+# The optimiser state of every checkpoint written since grid fields exist holds the NETWORK
+# and "grid" groups whether or not any parameter uses them (other groups appear only where
+# used), so that layout is kept: an unused "grid" group trains nothing.
+_ALWAYS_PRESENT = (NETWORK, "grid")
 
 
 def log_linear_lr(step, lr_init: float, lr_final: float, max_steps: int,
@@ -27,81 +33,67 @@ def log_linear_lr(step, lr_init: float, lr_final: float, max_steps: int,
     return lr
 
 
-def schedule_from_config(config):
-    """The learning-rate schedule (step -> lr) of networks and other non-grid parameters."""
-    return lambda step: log_linear_lr(
-        step, config.lr_init, config.lr_final, config.max_steps,
-        config.lr_delay_steps, config.lr_delay_mult,
-    )
+def network_group(config) -> ParamGroup:
+    """The run's own group: Config.lr_init to lr_final with the run's warm-up."""
+    return ParamGroup(config.lr_init, config.lr_final)
 
 
-def grid_schedule_from_config(config):
-    """The learning-rate schedule of grid factors (TensoRF: 0.02 decaying tenfold)."""
-    return lambda step: log_linear_lr(
-        step, config.grid_lr_init, config.grid_lr_final, config.max_steps,
-        config.lr_delay_steps, config.lr_delay_mult,
-    )
+def group_schedule(group: ParamGroup, config) -> Callable:
+    """step -> learning rate of `group` over Config.max_steps."""
+    if group.warmup:
+        return lambda step: log_linear_lr(step, group.lr_init, group.lr_final, config.max_steps,
+                                          config.lr_delay_steps, config.lr_delay_mult)
+    return lambda step: log_linear_lr(step, group.lr_init, group.lr_final, config.max_steps)
 
 
-def pose_schedule_from_config(config):
-    """The learning-rate schedule of the camera corrections (their own Adam)."""
-    return lambda step: log_linear_lr(step, config.pose_lr_init, config.pose_lr_final,
-                                      config.max_steps)
+def schedule_from_config(config) -> Callable:
+    """The learning-rate schedule of the NETWORK group (the one the log shows)."""
+    return group_schedule(network_group(config), config)
 
 
-def is_grid_param(path) -> bool:
-    """Whether the parameter at pytree `path` is a grid factor (a plane or a line)."""
-    last = path[-1]
-    name = getattr(last, "key", getattr(last, "name", ""))
-    return bool(_GRID_PARAM.search(str(name)))
+def all_groups(config, groups: dict) -> dict:
+    """{label: ParamGroup}: NETWORK, the declared `groups`, and the always-present layout."""
+    out = {NETWORK: network_group(config), **groups}
+    for label in _ALWAYS_PRESENT:
+        out.setdefault(label, out[NETWORK])
+    return out
 
 
-def _label(path) -> str:
-    name = str(getattr(path[-1], "key", getattr(path[-1], "name", "")))
-    if str(getattr(path[0], "key", "")) == "poses":
-        return "pose"
-    if _MASK_PARAM.search(name):
-        return "mask"
-    return "grid" if is_grid_param(path) else "net"
+def lr_ratios(config, groups: dict, step) -> dict:
+    """{label: learning rate at `step` / its initial rate} (e.g. TensoRF's TV decay)."""
+    return {label: group_schedule(group, config)(step) / group.lr_init
+            for label, group in all_groups(config, groups).items()}
 
 
-def param_labels(params):
-    """'pose' for camera corrections, 'mask' for mask logits, 'grid' for grid factors, 'net'
-    for the rest, in the structure of `params`."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: _label(path), params)
+def make_optimizer(config, groups: dict, labels: Callable) -> optax.GradientTransformation:
+    """Adam per group (log-linear schedules) after global-norm clipping (Config.grad_max_norm).
 
-
-def make_optimizer(config) -> optax.GradientTransformation:
-    """Adam with per-group log-linear schedules, after global-norm clipping.
-
-    Groups: networks, grid factors, mask logits (at the grid rate, with MASK_ADAM_EPS) and
-    camera corrections (Config.pose_lr_init to pose_lr_final).
+    `groups` {label: ParamGroup} are the declared groups besides NETWORK; `labels(params)`
+    gives the label of every parameter leaf.
     """
-    def adam(schedule, eps=config.adam_eps):
-        return optax.adam(schedule, b1=config.adam_beta1, b2=config.adam_beta2, eps=eps)
-
+    transforms = {}
+    for label, group in all_groups(config, groups).items():
+        eps = config.adam_eps if group.eps is None else group.eps
+        transforms[label] = optax.adam(group_schedule(group, config), b1=config.adam_beta1,
+                                       b2=config.adam_beta2, eps=eps)
     parts = []
     if config.grad_max_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_max_norm))
-    parts.append(_present_groups(
-        {"net": adam(schedule_from_config(config)),
-         "grid": adam(grid_schedule_from_config(config)),
-         "mask": adam(grid_schedule_from_config(config), eps=MASK_ADAM_EPS),
-         "pose": adam(pose_schedule_from_config(config))}))
+    parts.append(_present_groups(transforms, labels))
     return optax.chain(*parts)
 
 
-def _present_groups(transforms: dict) -> optax.GradientTransformation:
-    """`optax.multi_transform` over `param_labels`, holding state only for groups in use.
-
-    'net' and 'grid' are always there (the state of every run before masks and poses
-    existed), 'mask' and 'pose' only for parameters that have them, so older checkpoints
-    keep restoring.
-    """
+def _present_groups(transforms: dict, labels: Callable) -> optax.GradientTransformation:
+    """`optax.multi_transform` over `labels`, holding state only for groups in use (and for
+    `_ALWAYS_PRESENT`, the layout of existing checkpoints)."""
     def build(tree):
-        present = set(jax.tree.leaves(param_labels(tree))) | {"net", "grid"}
+        present = set(jax.tree.leaves(labels(tree))) | set(_ALWAYS_PRESENT)
+        unknown = sorted(present - set(transforms))
+        if unknown:
+            raise UserError(f"parameters labelled {unknown[0]!r} belong to no declared "
+                            "parameter group; declare it in the owner's param_groups()")
         return optax.multi_transform({k: t for k, t in transforms.items() if k in present},
-                                     param_labels)
+                                     labels)
 
     def update(updates, state, params=None):
         return build(updates).update(updates, state, params)

@@ -17,15 +17,38 @@ def write_png(path: str, image) -> None:
     Image.fromarray(to_uint8(image)).save(path)
 
 
+# Depth is shown only where the accumulated opacity reaches this: where a ray hits little or
+# nothing its expected depth is noise (as nerfstudio's colormaps do).
+MIN_DEPTH_OPACITY = 0.5
+
+
+def depth_range(depth, acc=None) -> tuple:
+    """(lo, hi): the 1st and 99th percentiles of inverse depth `[...]` over the pixels whose
+    opacity `acc [...]` reaches MIN_DEPTH_OPACITY (over all pixels if none does, or no acc)."""
+    inv = 1.0 / np.maximum(np.asarray(depth, np.float64), 1e-6)
+    if acc is not None:
+        opaque = np.asarray(acc) >= MIN_DEPTH_OPACITY
+        if opaque.any():
+            inv = inv[opaque]
+    return float(np.percentile(inv, 1)), float(np.percentile(inv, 99))
+
+
 def depth_to_image(depth, acc=None, lo=None, hi=None) -> np.ndarray:
-    """Depth `[H, W]` to a grayscale image in [0, 1]: near is bright (disparity-like)."""
+    """Depth `[H, W]` to a grayscale image in [0, 1]: near is bright (disparity-like).
+
+    With the opacity `acc [H, W]`, pixels below MIN_DEPTH_OPACITY are black and the rest
+    shaded by their opacity; `lo`/`hi` (inverse depths) default to `depth_range`.
+    """
     depth = np.asarray(depth, np.float64)
     inv = 1.0 / np.maximum(depth, 1e-6)
-    lo = np.percentile(inv, 1) if lo is None else lo
-    hi = np.percentile(inv, 99) if hi is None else hi
+    if lo is None or hi is None:
+        auto_lo, auto_hi = depth_range(depth, acc)
+        lo = auto_lo if lo is None else lo
+        hi = auto_hi if hi is None else hi
     out = np.clip((inv - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
     if acc is not None:
-        out = out * np.clip(np.asarray(acc), 0.0, 1.0)
+        acc = np.clip(np.asarray(acc), 0.0, 1.0)
+        out = np.where(acc >= MIN_DEPTH_OPACITY, out * acc, 0.0)
     return out.astype(np.float32)
 
 

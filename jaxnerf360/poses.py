@@ -207,7 +207,7 @@ def init_params(num_images: int, focal: str = "none") -> dict:
     elif focal == "shared":
         out["log_focal"] = jnp.zeros((1,), jnp.float32)
     elif focal != "none":
-        raise UserError(f"Config.optimize_focal={focal!r} is unknown; use 'none', 'shared' or "
+        raise UserError(f"Cameras.optimize_focal={focal!r} is unknown; use 'none', 'shared' or "
                         "'per_image'")
     return out
 

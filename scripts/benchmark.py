@@ -24,10 +24,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import configs, parallel, pipeline
+from jaxnerf360 import configs, parallel, training
 from jaxnerf360.data import load_split
-from jaxnerf360.data.batching import RayBatcher
-from jaxnerf360.data.cameras import image_rays
+from jaxnerf360.data.cameras import scene_view
+from jaxnerf360.rendering import Renderer
 
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 3 warm-up steps).")
 flags.DEFINE_bool("psnr", False, "Also train for Config.max_steps and report test PSNR.")
@@ -53,24 +53,19 @@ def speed(config, restore: bool = False) -> dict:
     from the latest checkpoint in Config.checkpoint_dir; otherwise it is freshly initialised.
     """
     from jaxnerf360 import checkpoints
-    from jaxnerf360.train import _GridTraining, _TrainingCameras
 
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    views = _TrainingCameras(config, scene).views  # poses, blurred targets, edges
-    model, state, step = pipeline.setup(config, scene.kind, mesh, scene.num_images, views)
-    batcher = RayBatcher(scene, config.batch_size, seed=0)
+    run = training.Training(config, scene, mesh)
     if restore:
         mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
-        state = pipeline.restore(mgr, model, state, config.checkpoint_dir)
-        if state is None:
+        if not run.restore(mgr):
             sys.exit(f"error: no checkpoint in {config.checkpoint_dir}")
-        state, step = _GridTraining(model, config, mesh, scene, batcher, views).resume(state,
-                                                                                       step)
-    start_step = int(state.step)
+    start_step = int(run.state.step)
+    run.start()
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
-    batches = [parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
-               for _ in range(4)]
+    batches = [run.next_batch() for _ in range(4)]
+    state, step = run.state, run.step
     for i in range(3):
         state, stats = step(state, batches[i % 4], key)
     jax.block_until_ready(stats)
@@ -79,13 +74,11 @@ def speed(config, restore: bool = False) -> dict:
         state, stats = step(state, batches[i % 4], key)
     jax.block_until_ready(stats)
     train_time = time.perf_counter() - t0
-    renderer = pipeline.Renderer(model, mesh, config.background)
-    rays = image_rays(scene, 0)
-    renderer(state, rays, config.render_chunk_size,
-             jax.device_count())  # compile
+    renderer = Renderer(run.model, mesh, config.background, config.render_chunk_size)
+    view = scene_view(scene, 0)
+    renderer.image(state, view)  # compile
     t0 = time.perf_counter()
-    renderer(state, rays, config.render_chunk_size,
-             jax.device_count())
+    renderer.image(state, view)
     render_time = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
@@ -104,15 +97,10 @@ def compare_runs(run_dirs) -> dict:
     """Speed of each trained run, and its ratios to the first run's figures."""
     import gin
 
-    from jaxnerf360 import checkpoints
-
     rows = []
     for run in run_dirs:
         gin.clear_config()
-        configs._import_registering_modules()
-        checkpoints.load_run_config(run)
-        config = configs.Config()
-        config.checkpoint_dir = run
+        config = configs.load(checkpoint_dir=run)
         row = {"run": run, **speed(config, restore=True)}
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)

@@ -14,9 +14,10 @@ is done with the level split switched off, so the two layouts can be compared to
 import jax
 import numpy as np
 
-from jaxnerf360 import cli, codec, compress, parallel, pipeline
+from jaxnerf360 import cli, codec, compressed, parallel
 from jaxnerf360.codec import records
 from jaxnerf360.data.loaders import scene_kind
+from jaxnerf360.training import restore_trained
 
 
 def entropy_bytes(symbols: np.ndarray) -> float:
@@ -75,9 +76,8 @@ def main(argv):
     del argv
     config = cli.load_run(check_dirs=False)
     kind = scene_kind(config.dataset_loader, config.forward_facing)
-    model, state = pipeline.restore_trained(config, kind, parallel.make_mesh())
-    settings = model.field().wavelet_settings()
-    tensors = compress.file_tensors(jax.device_get(state.params), settings)
+    model, state = restore_trained(config, kind, parallel.make_mesh())
+    tensors = compressed.file_tensors(model, jax.device_get(state.params))
     print(f"{'layout':11s} {'stream':7s} {'symbols':>10s} {'entropy B':>11s} {'Huffman B':>11s} "
           f"{'range B':>11s} {'range/Huffman':>13s}")
     for layout, kind, n, ent, huff, rng in measure(tensors):

@@ -150,3 +150,91 @@ def test_draws_are_fast():
     per_draw = (time.perf_counter() - start) / 5
     # A few ms on one core; generous so that a loaded CI machine does not flake.
     assert per_draw < 0.2, per_draw
+
+
+# --- patches ------------------------------------------------------------------------------
+
+
+def test_patches_are_contiguous_windows_with_their_own_colours():
+    from jaxnerf360.data.batching import PatchBatcher
+    from jaxnerf360.data.cameras import scene_rays
+
+    scene = make_scene(alphas=True, h=9, w=11)
+    batch, alpha = PatchBatcher(scene, 6, 3, seed=2).next_with_alpha()
+    assert batch.rays.origins.shape == (6, 3, 3, 3) and batch.rgb.shape == (6, 3, 3, 3)
+    assert alpha.shape == (6, 3, 3, 1)
+    # The colours encode (image, row, col): each patch is one image, rows and columns step by 1.
+    img = np.round(batch.rgb[..., 0] * N).astype(int)
+    rows = np.round(batch.rgb[..., 1] * 9).astype(int)
+    cols = np.round(batch.rgb[..., 2] * 11).astype(int)
+    assert np.all(img == img[:, :1, :1])
+    np.testing.assert_array_equal(np.diff(rows, axis=1), 1)
+    np.testing.assert_array_equal(np.diff(cols, axis=2), 1)
+    np.testing.assert_allclose(alpha[..., 0], batch.rgb[..., 1])
+    np.testing.assert_allclose(batch.pixels, np.stack([cols, rows], -1) + 0.5)
+    # The rays are those of the same pixels drawn one by one.
+    want = scene_rays(scene, img, cols, rows)
+    for name in ("origins", "directions", "radii", "cam_idx"):
+        np.testing.assert_allclose(getattr(batch.rays, name), getattr(want, name), atol=1e-6)
+
+
+def test_patch_stride_and_margin():
+    from jaxnerf360.data.batching import PatchBatcher
+    from jaxnerf360.data.cameras import View
+
+    scene = make_scene(h=12, w=12)
+    batch = next(PatchBatcher(scene, 2, 3, stride=2, margin=1, seed=0))
+    # Ground truth covers the rays' 6x6 pixels plus a 1-pixel margin, at full resolution.
+    assert batch.rgb.shape == (2, 8, 8, 3) and batch.rays.origins.shape == (2, 3, 3, 3)
+    img = int(round(batch.rgb[0, 0, 0, 0] * N))
+    top, left = (int(round(batch.rgb[0, 0, 0, k] * 12)) for k in (1, 2))
+    np.testing.assert_allclose(batch.rgb[0], scene.images[img, top:top + 8, left:left + 8])
+    # The rays go through the centres of 2x2 pixel blocks inside the margin, with the footprint
+    # of a camera whose pixels are twice as large.
+    coarse = View(scene.camtoworlds[img], scene.intrinsics[img] / 2, 6, 6, scene.near,
+                  scene.far, cam_idx=img)
+    want = coarse.window_rays((top + 1) / 2, (left + 1) / 2, 3, 3)
+    for name in ("origins", "directions", "radii"):
+        np.testing.assert_allclose(getattr(batch.rays, name)[0], getattr(want, name),
+                                   atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(batch.pixels[0, 0, 0], [left + 1 + 1, top + 1 + 1])
+
+
+def test_patches_resume_exactly_and_split_over_processes():
+    from jaxnerf360.data.batching import PatchBatcher
+
+    scene = make_scene(h=9, w=11)
+    straight = PatchBatcher(scene, 4, 3, seed=5)
+    batches = [next(straight) for _ in range(3)]
+    resumed = next(PatchBatcher(scene, 4, 3, seed=5, start_step=2))
+    np.testing.assert_array_equal(resumed.rgb, batches[2].rgb)
+    halves = [next(PatchBatcher(scene, 4, 3, seed=5, process_index=p, process_count=2))
+              for p in range(2)]
+    assert halves[0].rgb.shape[0] == 2
+    assert not np.array_equal(halves[0].rgb, halves[1].rgb)
+
+
+def test_patches_keep_only_those_centred_on_kept_pixels():
+    from jaxnerf360.data.batching import PatchBatcher
+
+    scene = make_scene(h=9, w=11)
+    mask = np.zeros((N, 9, 11), bool)
+    mask[1, 4, 5] = True  # one pixel: only patches centred on it
+    batcher = PatchBatcher(scene, 4, 3, seed=0)
+    assert batcher.keep_only(mask) == 1
+    batch = next(batcher)
+    np.testing.assert_allclose(batch.rgb[:, 1, 1], np.tile(scene.images[1, 4, 5], (4, 1)))
+    with pytest.raises(UserError, match="occupied space"):
+        batcher.keep_only(np.zeros_like(mask))
+
+
+def test_bad_patch_settings():
+    from jaxnerf360.data.batching import PatchBatcher
+
+    scene = make_scene()
+    with pytest.raises(UserError, match="do not fit"):
+        PatchBatcher(scene, 2, 4, stride=2)
+    with pytest.raises(UserError, match="divisible by the 2 processes"):
+        PatchBatcher(scene, 3, 2, process_index=0, process_count=2)
+    with pytest.raises(UserError, match="patch size"):
+        PatchBatcher(scene, 2, 0)

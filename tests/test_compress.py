@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnerf360 import codec, compress
+from jaxnerf360 import codec, compressed
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import wavelet
+from jaxnerf360.model import Model
 from tests.cli_env import cli_env
 from tests.test_cli import paths, run_cli
 from tests.test_wavelet_field import _random_params
@@ -28,7 +29,8 @@ WAVELET_RUN = [
     "TensoRFField.app_dim = 6", "TensoRFField.density_shift = -2.0",
     "TensoRFField.upsample_steps = (15,)", "TensoRFField.final_resolution = (24, 24, 24)",
     "TensoRFField.plane_coding = 'wavelet'", "TensoRFField.wavelet_levels = 2",
-    "Config.mask_loss_mult = 0.01", "Config.grid_lr_init = 0.02", "Config.grid_lr_final = 0.02",
+    "TensoRFField.mask_loss_mult = 0.01", "TensoRFField.grid_lr_init = 0.02",
+    "TensoRFField.grid_lr_final = 0.02",
     "Config.lr_init = 1e-2", "Config.lr_final = 1e-2", "Config.data_loss_type = 'mse'",
     "Config.interlevel_loss_mult = 0.0", "Config.distortion_loss_mult = 0.0",
     "Config.max_steps = 30", "Config.batch_size = 128", "Config.lpips_net = 'none'",
@@ -40,13 +42,24 @@ def _params(field, seed=0):
     return {"field": params}, pts, dirs
 
 
+def _model(field):
+    """A model whose field is `field` (the sampler holds no parameters here)."""
+    return Model(scene_kind="bounded", field=lambda: field)
+
+
+def _field_params(tensors, settings):
+    """The spatial field parameters that a file's decoded `tensors` give."""
+    own = {k[len("field/"):]: v for k, v in tensors.items() if k.startswith("field/")}
+    return compressed.unflatten(wavelet.spatial_params(own, settings))
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_file_decodes_bit_exactly_and_renders_like_the_quantised_field(tmp_path, dtype):
     field = _field()
     params, pts, dirs = _params(field)
     settings = field.wavelet_settings()
     occupancy = np.random.default_rng(1).uniform(size=(8, 8, 8)) < 0.3
-    tensors = compress.file_tensors(params, settings, occupancy, dtype)
+    tensors = compressed.file_tensors(_model(field), params, occupancy, dtype)
     assert isinstance(tensors["field/density_plane_0"], codec.Masked)
     assert tensors["field/density_plane_0"].levels == 2
     assert tensors["field/appearance_line_1"].levels == 0
@@ -55,7 +68,7 @@ def test_file_decodes_bit_exactly_and_renders_like_the_quantised_field(tmp_path,
     path = tmp_path / "scene.jnrf"
     codec.write_scene(path, tensors, {"config.gin": "", "scene.json": "{}"})
     read, _ = codec.read_scene(path)
-    want = compress.decoded_tensors(tensors)
+    want = compressed.decoded_tensors(tensors)
     assert sorted(read) == sorted(want)
     for name in want:
         assert read[name].dtype == want[name].dtype
@@ -63,8 +76,8 @@ def test_file_decodes_bit_exactly_and_renders_like_the_quantised_field(tmp_path,
     # Rendering from the file equals the in-memory quantised model exactly, and the
     # quantised model is the field trained with quantisation-aware rounding (to float32
     # rounding, and the float16 networks).
-    from_file = compress.spatial_params(read, settings)["field"]
-    in_memory = compress.spatial_params(want, settings)["field"]
+    from_file = _field_params(read, settings)
+    in_memory = _field_params(want, settings)
     spatial = field.clone(plane_coding="spatial")
     out = spatial.apply({"params": from_file}, pts, None, dirs)
     ref = spatial.apply({"params": in_memory}, pts, None, dirs)
@@ -80,7 +93,7 @@ def test_file_tensors_refuse_other_bit_widths():
     field = _field(quantize_bits=4)
     params, *_ = _params(field)
     with pytest.raises(UserError, match="8-bit"):
-        compress.file_tensors(params, field.wavelet_settings())
+        compressed.file_tensors(_model(field), params)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,11 @@ import gin
 import pytest
 
 from jaxnerf360 import configs
+from jaxnerf360.cameras import Cameras
+from jaxnerf360.fields.tensorf import TensoRFField
 from jaxnerf360.model import Model
+from jaxnerf360.samplers import OccupancySampler
+from jaxnerf360.supervision import EdgeWeights, ImageBlur
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.gin"))
 
@@ -18,9 +22,10 @@ def test_config_parses_and_builds(path):
         configs.parse_gin([str(path)], [])
         config = configs.Config()
         configs.validate(config, check_dirs=False)
-        model = Model()
-        sampler, field = model.sampler(), model.field()  # runs their start-up checks
-        if hasattr(field, "box_min") and hasattr(sampler, "box_min"):
+        parts = Model().parts()  # runs the sampler's and field's start-up checks
+        Cameras(), ImageBlur(), EdgeWeights()  # and those of the cameras and supervision
+        sampler, field = parts["sampler"], parts["field"]
+        if isinstance(field, TensoRFField) and isinstance(sampler, OccupancySampler):
             assert tuple(field.box_min) == tuple(sampler.box_min), "field and sampler boxes differ"
             assert tuple(field.box_max) == tuple(sampler.box_max), "field and sampler boxes differ"
     finally:

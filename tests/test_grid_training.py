@@ -6,12 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, losses, optim, parallel, pipeline, train
+from jaxnerf360 import configs, parallel, rendering, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields.tensorf import TensoRFField, resolution_at, resolution_schedule
+from jaxnerf360.fields.tensorf import TensoRFField, resolution_schedule
 from jaxnerf360.fields.vm import resample_factors
+from jaxnerf360.objective import LossInputs
+from jaxnerf360.train_step import batch_dict, resized
 
 TINY_TENSORF = [
     "TensoRFField.resolution = (16, 16, 16)", "TensoRFField.density_ranks = (4, 4, 4)",
@@ -43,9 +45,9 @@ def _config(synthetic_dir, *bindings):
     configs.parse_gin([], [
         "Config.dataset_loader = 'synthetic'", f"Config.data_dir = '{synthetic_dir}'",
         "Config.near = 2.0", "Config.far = 6.0", "Config.data_loss_type = 'mse'",
-        "Config.lr_init = 1e-2", "Config.lr_final = 1e-2", "Config.grid_lr_init = 0.02",
-        "Config.grid_lr_final = 0.02", "Config.lr_delay_steps = 0", "Config.grad_max_norm = 0.0",
-        "Config.max_steps = 100", *bindings,
+        "Config.lr_init = 1e-2", "Config.lr_final = 1e-2", "TensoRFField.grid_lr_init = 0.02",
+        "TensoRFField.grid_lr_final = 0.02", "Config.lr_delay_steps = 0",
+        "Config.grad_max_norm = 0.0", "Config.max_steps = 100", *bindings,
     ])
     return configs.Config()
 
@@ -56,17 +58,29 @@ def _clean_gin():
     gin.clear_config()
 
 
+def setup_run(config, scene=None):
+    """(the started run, its training scene, the mesh) of `config`."""
+    scene = load_split(config, "train") if scene is None else scene
+    mesh = parallel.make_mesh()
+    run = training.setup(config, scene, mesh)
+    return run, scene, mesh
+
+
+def global_batch(scene, mesh, size, seed=0):
+    """One global batch of `size` random rays of `scene`."""
+    return parallel.to_global(batch_dict(*RayBatcher(scene, size, seed=seed).next_with_alpha()),
+                              mesh)
+
+
 @pytest.mark.parametrize("field", sorted(TINY_FIELDS))
 @pytest.mark.parametrize("sampler", sorted(TINY_SAMPLERS))
 def test_thirty_steps_reduce_the_loss(synthetic_dir, field, sampler):
     """Each field x sampler pair, chosen by gin alone, fits a fixed batch."""
     config = _config(synthetic_dir, *TINY_FIELDS[field], *TINY_SAMPLERS[sampler])
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    _, state, step = pipeline.setup(config, scene.kind, mesh)
-    assert (state.occupancy is not None) == (sampler == "occupancy")
-    batch = parallel.to_global(
-        pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
+    run, scene, mesh = setup_run(config)
+    state, step = run.state, run.step
+    assert (state.sampler_state is not None) == (sampler == "occupancy")
+    batch = global_batch(scene, mesh, 256)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     data = []
     for _ in range(30):
@@ -77,28 +91,28 @@ def test_thirty_steps_reduce_the_loss(synthetic_dir, field, sampler):
 
 
 def _partly_occupied(synthetic_dir, share: int):
-    """(config, scene, mesh, model, state) of a VM/occupancy run whose grid occupies only the
-    first 1/share of the z axis, so a sample buffer is much smaller than all samples."""
+    """(run, scene, mesh) of a VM/occupancy run whose grid occupies only the first 1/share of
+    the z axis, so a sample buffer is much smaller than all samples."""
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"])
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    model, state, _ = pipeline.setup(config, scene.kind, mesh)
-    grid = np.zeros(state.occupancy.shape, bool)
+    run, scene, mesh = setup_run(config)
+    grid = np.zeros(run.state.sampler_state.shape, bool)
     grid[:, :, : grid.shape[2] // share] = True
-    return config, scene, mesh, model, state.replace(occupancy=jnp.asarray(grid))
+    run.state = run.state.replace(sampler_state=jnp.asarray(grid))
+    return run, scene, mesh
 
 
 def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
-    _, scene, _, model, state = _partly_occupied(synthetic_dir, 2)
+    run, scene, _ = _partly_occupied(synthetic_dir, 2)
+    model, state = run.model, run.state
     rays = next(RayBatcher(scene, 128, seed=1)).rays
-    used, total = (int(v) for v in pipeline.occupied_samples(model, state, rays))
+    used, total = (int(v) for v in rendering.counted_samples(model, state, rays))
     assert 0 < used < total // 2
     bg = jnp.ones((128, 3))
 
     def render(capacity):
         return model.apply({"params": state.params}, None, rays, 1.0, bg,
-                           occupancy=state.occupancy, capacity=capacity)
+                           sampler_state=state.sampler_state, capacity=capacity)
 
     dense, packed, short = render(None), render(used), render(used - 10)
     np.testing.assert_allclose(packed["rgb"], dense["rgb"], atol=1e-5)
@@ -107,25 +121,22 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
 
 def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
-    config, scene, mesh, model, state = _partly_occupied(synthetic_dir, 4)
-    grids = train._GridTraining(model, config, mesh, scene, RayBatcher(scene, 64, seed=0))
-    grids._remake_step(state)
-    first = grids.capacity
+    run, _, _ = _partly_occupied(synthetic_dir, 4)
+    run.start()
+    first = run.capacity
     assert first is not None
-    grids.grow_buffer(state, overflow=1)
-    assert grids.capacity > first
+    run.grow_buffer(overflow=1)
+    assert run.capacity > first
 
 
 def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"])
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    model, state, step = pipeline.setup(config, scene.kind, mesh)
-    batch = parallel.to_global(
-        pipeline.batch_dict(*RayBatcher(scene, 64, seed=0).next_with_alpha()), mesh)
-    state, _ = step(state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
+    run, scene, mesh = setup_run(config)
+    step = run.step
+    batch = global_batch(scene, mesh, 64)
+    state, _ = step(run.state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
     new_res = (31, 21, 26)
-    grown = pipeline.resize_grids(state, new_res, model.field())
+    grown = resized(state, run.field, new_res)
     np.testing.assert_allclose(grown.params["field"]["density_plane_1"],
                                resample_factors(state.params["field"], new_res)["density_plane_1"])
     assert grown.params["field"]["appearance_line_0"].shape == (6, 26)
@@ -141,7 +152,7 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
     seen = 0
     old_leaves = dict(jax.tree_util.tree_leaves_with_path(state.opt_state))
     for path, leaf in jax.tree_util.tree_leaves_with_path(grown.opt_state):
-        if optim.is_grid_param(path):
+        if is_grid_moment(run, path, grown.params["field"]):
             name = path[-1].key
             assert leaf.shape == field_shapes[name], (path, leaf.shape)
             want = resample_factors({name: old_leaves[path]}, new_res)[name]
@@ -155,22 +166,20 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
 
 def test_resize_grids_of_wavelet_planes_keeps_adam_moments_valid(synthetic_dir):
     config = _config(synthetic_dir, *TINY_FIELDS["wavelet"], *TINY_SAMPLERS["proposal"])
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    model, state, step = pipeline.setup(config, scene.kind, mesh)
-    batch = parallel.to_global(
-        pipeline.batch_dict(*RayBatcher(scene, 64, seed=0).next_with_alpha()), mesh)
+    run, scene, mesh = setup_run(config)
+    state, step = run.state, run.step
+    batch = global_batch(scene, mesh, 64)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     for _ in range(3):
         state, _ = step(state, batch, key)
-    grown = pipeline.resize_grids(state, (24, 32, 20), model.field())
+    grown = resized(state, run.field, (24, 32, 20))
     field = grown.params["field"]
     assert field["density_plane_0"].shape == (4, 24, 32)
     assert field["density_planemask_0"].shape == (4, 24, 32)
     assert field["appearance_linemask_0"].shape == (6, 20)
     seen = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(grown.opt_state):
-        if optim.is_grid_param(path):
+        if is_grid_moment(run, path, field):
             assert leaf.shape == field[path[-1].key].shape
             if "nu" in jax.tree_util.keystr(path):
                 assert float(jnp.min(leaf)) >= 0.0  # a negative second moment would be NaN
@@ -178,6 +187,15 @@ def test_resize_grids_of_wavelet_planes_keeps_adam_moments_valid(synthetic_dir):
     assert seen == 2 * 24  # mu and nu of 12 factors and 12 masks
     grown, stats = step(grown, batch, key)
     assert np.isfinite(float(stats["loss"]))
+
+
+def is_grid_moment(run, path, field_params) -> bool:
+    """Whether an optimiser-state leaf is a moment of a field parameter that is not a network
+    (a grid factor or a mask), by the field's own labels."""
+    keys = [getattr(k, "key", None) for k in path]
+    if "field" not in keys or keys[-1] is None:
+        return False
+    return run.field.param_labels(field_params).get(keys[-1]) in ("grid", "mask")
 
 
 def test_resolution_schedule_is_log_linear_in_voxel_count():
@@ -189,7 +207,7 @@ def test_resolution_schedule_is_log_linear_in_voxel_count():
     ratios = np.diff(np.log(voxels))
     np.testing.assert_allclose(ratios, np.log(8) / 3, rtol=0.02)  # equal steps in log V
     assert sched[-1][1] == (128, 128, 128)
-    assert resolution_at(field, 9) == (64, 64, 64) and resolution_at(field, 25) == sched[1][1]
+    assert field.resolution_at(9) == (64, 64, 64) and field.resolution_at(25) == sched[1][1]
     # The aspect of a non-cubic initial grid is kept.
     aniso = resolution_schedule(TensoRFField(resolution=(40, 80, 20),
                                              final_resolution=(80, 160, 40),
@@ -215,11 +233,9 @@ def test_grid_and_network_parameters_get_their_own_learning_rates(synthetic_dir)
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["proposal"],
                      "Config.lr_init = 1e-3", "Config.lr_final = 1e-3",
                      "Config.adam_eps = 1e-15")  # so a first Adam step is lr x sign(grad)
-    scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
-    _, state, step = pipeline.setup(config, scene.kind, mesh)
-    batch = parallel.to_global(
-        pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
+    run, scene, mesh = setup_run(config)
+    state, step = run.state, run.step
+    batch = global_batch(scene, mesh, 256)
     before = jax.device_get(state.params)  # the step donates (deletes) its input state
     new, _ = step(state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
     # Adam's first step moves each parameter with a non-negligible gradient by ~lr.
@@ -229,17 +245,18 @@ def test_grid_and_network_parameters_get_their_own_learning_rates(synthetic_dir)
     assert np.isclose(delta["field"]["appearance_line_2"].max(), 0.02, rtol=0.01)
     assert np.isclose(delta["field"]["basis"]["kernel"].max(), 1e-3, rtol=0.01)
     assert np.isclose(max(d.max() for d in jax.tree.leaves(delta["sampler"])), 1e-3, rtol=0.01)
-    labels = optim.param_labels(before)
+    labels = run.model.param_labels(before)
     assert labels["field"]["density_line_0"] == "grid"
     assert labels["field"]["basis"]["kernel"] == "net"
 
 
-def test_regulariser_weights_follow_tensorf_schedule(synthetic_dir):
+def test_regulariser_weights_follow_tensorf_schedule():
     from jaxnerf360.fields.vm import l1_density, tv_planes
+    from jaxnerf360.objective import Objective
 
-    config = _config(synthetic_dir, "Config.l1_density_mult = 8e-5",
-                     "Config.l1_density_mult_rest = 4e-5", "Config.l1_density_switch_step = 50",
-                     "Config.tv_density_mult = 0.02", "Config.tv_appearance_mult = 0.01")
+    field = TensoRFField(l1_density_mult=8e-5, l1_density_mult_rest=4e-5,
+                         l1_density_switch_step=50, tv_density_mult=0.02,
+                         tv_appearance_mult=0.01)
     rng = np.random.default_rng(0)
     params = {}
     for prefix in ("density", "appearance"):
@@ -248,36 +265,65 @@ def test_regulariser_weights_follow_tensorf_schedule(synthetic_dir):
             params[f"{prefix}_line_{m}"] = jnp.asarray(rng.normal(size=(2, 7)))
     l1, tvd = l1_density(params), tv_planes(params, "density")
     tva = tv_planes(params, "appearance")
-    early, parts = losses.grid_regularizers(params, config, 10, 1.0)
-    late, _ = losses.grid_regularizers(params, config, 60, 0.5)
+    regularizers = Objective(field.regularizers())
+
+    def inputs(step, grid_lr_ratio):
+        return LossInputs(outputs={}, batch={}, target=None, pixel_weights=None, params={},
+                          field_params=params, step=step, train_frac=0.0,
+                          lr_ratio={"grid": grid_lr_ratio})
+
+    early, parts = regularizers(inputs(10, 1.0))
+    late, _ = regularizers(inputs(60, 0.5))
     np.testing.assert_allclose(early, 8e-5 * l1 + 0.02 * tvd + 0.01 * tva, rtol=1e-6)
     np.testing.assert_allclose(late, 4e-5 * l1 + 0.5 * (0.02 * tvd + 0.01 * tva), rtol=1e-6)
     assert set(parts) == {"l1_density", "tv_density", "tv_appearance"}
 
 
-def test_grid_regularisers_need_a_grid_field(synthetic_dir):
-    config = _config(synthetic_dir, "Config.tv_density_mult = 0.02", *TINY_FIELDS["mlp"],
-                     *TINY_SAMPLERS["proposal"])
-    with pytest.raises(UserError, match="tv_density_mult"):
-        pipeline.setup(config, "bounded", parallel.make_mesh())
+def test_grid_regularisers_live_with_the_grid_field(synthetic_dir):
+    """A regulariser weight bound on Config (where it used to be) names its new binding."""
+    with pytest.raises(UserError, match="TensoRFField.tv_density_mult"):
+        _config(synthetic_dir, "Config.tv_density_mult = 0.02", *TINY_FIELDS["mlp"])
 
 
-def test_training_applies_the_grid_schedule_and_resumes(synthetic_dir, tmp_path):
-    """Upsampling, occupancy updates and ray filtering in the real loop; then a resume."""
+def test_training_applies_the_grid_schedule_and_resumes_exactly(synthetic_dir, tmp_path,
+                                                                 monkeypatch):
+    """Upsampling, occupancy updates and ray filtering in the real loop; a run stopped after
+    them (as SIGTERM stops it) and resumed ends with exactly the state of an uninterrupted run."""
     from jaxnerf360 import train
 
-    bindings = [*TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"],
-                f"Config.checkpoint_dir = '{tmp_path}/run'", "Config.batch_size = 128",
-                "Config.max_steps = 8", "Config.checkpoint_every = 100",
-                "OccupancySampler.update_steps = (3, 5)", "OccupancySampler.threshold = 1e-3",
-                "TensoRFField.upsample_steps = (4,)",
-                "TensoRFField.final_resolution = (24, 24, 24)"]
-    config = _config(synthetic_dir, *bindings)
-    state = train.train(config)
-    assert int(state.step) == 8
-    assert state.params["field"]["density_plane_0"].shape == (4, 24, 24)
-    assert state.occupancy.dtype == bool
-    config = _config(synthetic_dir, *bindings, "Config.max_steps = 9")
-    resumed = train.train(config)
+    bindings = [*TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"], "Config.batch_size = 128",
+                "Config.checkpoint_every = 100", "OccupancySampler.update_steps = (3, 5)",
+                "OccupancySampler.threshold = 1e-3", "TensoRFField.upsample_steps = (4,)",
+                "TensoRFField.final_resolution = (24, 24, 24)", "Config.max_steps = 9"]
+    straight = train.train(_config(synthetic_dir, *bindings,
+                                   f"Config.checkpoint_dir = '{tmp_path}/straight'"))
+    assert int(straight.step) == 9
+    assert straight.params["field"]["density_plane_0"].shape == (4, 24, 24)
+    assert straight.params["field"]["density_line_1"].shape == (4, 24)
+    assert straight.sampler_state.dtype == bool
+
+    class StopAfterSix(train._StopFlag):
+        """The stop request a signal would make, after the sixth step."""
+
+        checks = 0
+
+        @property
+        def requested(self):
+            StopAfterSix.checks += 1
+            return StopAfterSix.checks >= 6
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    interrupted = _config(synthetic_dir, *bindings,
+                          f"Config.checkpoint_dir = '{tmp_path}/interrupted'")
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_StopFlag", StopAfterSix)
+        assert int(train.train(interrupted).step) == 6
+    resumed = train.train(interrupted)
     assert int(resumed.step) == 9
-    assert resumed.params["field"]["density_line_1"].shape == (4, 24)
+    np.testing.assert_array_equal(resumed.sampler_state, straight.sampler_state)
+    for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

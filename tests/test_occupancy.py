@@ -13,7 +13,7 @@ import pytest
 from jaxnerf360.data.scene import BOUNDED, UNBOUNDED, Rays
 from jaxnerf360.errors import UserError
 from jaxnerf360.geometry import coord, occupancy, render
-from jaxnerf360.samplers import OccupancySampler, ProposalSampler, field_warp
+from jaxnerf360.samplers import OccupancySampler, ProposalSampler, SamplingContext, field_warp
 
 LO = np.array([-1.0, -0.6, -0.8], np.float32)
 HI = np.array([1.0, 0.6, 0.8], np.float32)
@@ -49,10 +49,15 @@ def brute_lookup(grid, lo, hi, points):
 
 
 def run_sampler(sampler, rays, rng=None, occupancy=None, step_size=None, scene_kind=BOUNDED):
-    """Applies a parameterless sampler under jit (step_size and scene_kind are static)."""
-    warp = field_warp(scene_kind)
-    fn = jax.jit(lambda key, r, occ: sampler.apply({}, key, r, warp, 0.5, occupancy=occ,
-                                                  step_size=step_size, scene_kind=scene_kind))
+    """Applies a parameterless sampler under jit. A `step_size` (field-space units) is the
+    step the sampler takes from a field grid with one voxel across the box."""
+    resolution = None
+    if step_size is not None:
+        lo, hi = sampler.field_box(scene_kind)
+        sampler = sampler.clone(step_ratio=step_size / float(np.mean(np.subtract(hi, lo))))
+        resolution = (2, 2, 2)
+    context = SamplingContext(field_warp(scene_kind), scene_kind, None, resolution)
+    fn = jax.jit(lambda key, r, occ: sampler.apply({}, key, r, 0.5, context._replace(state=occ)))
     return fn(rng, rays, occupancy)
 
 
@@ -269,7 +274,7 @@ def test_sampler_acc_matches_closed_form_chord():
         rays, chord = box_rays(rng, 64, from_centre)
         sdist, tdist, levels, mask = run_sampler(sampler, rays, occupancy=all_true,
                                                  step_size=step)
-        assert levels == []
+        assert len(levels) == 0
         n = int(np.ceil(np.linalg.norm(HI - LO) / step))
         assert tdist.shape == (64, n + 1) and mask.shape == (64, n) and mask.dtype == jnp.bool_
         density = jnp.where(mask, sigma, 0.0)
@@ -376,7 +381,7 @@ def test_sampler_unbounded(jitter):
     sdist, tdist, levels, mask = run_sampler(sampler, rays, rng=key, step_size=step,
                                              scene_kind=UNBOUNDED)
     n = int(np.ceil(4.0 * np.sqrt(3.0) / step))  # the contracted box [-2, 2]^3
-    assert sdist.shape == (16, n + 1) and mask.shape == (16, n) and levels == []
+    assert sdist.shape == (16, n + 1) and mask.shape == (16, n) and len(levels) == 0
     s = np.asarray(sdist)
     assert np.all((s >= 0) & (s <= 1)) and np.all(np.diff(s, axis=-1) > 0)
     np.testing.assert_allclose(s[:, [0, -1]], np.broadcast_to([0.0, 1.0], (16, 2)))
@@ -402,15 +407,16 @@ def test_default_step_and_sample_cap():
     # Default step: half a voxel; the diagonal would need more than the cap.
     assert np.ceil(np.linalg.norm(HI - LO) / (0.5 * np.mean((HI - LO) / 16))) > 40
     assert sdist.shape == (4, 41) and mask.shape == (4, 40)
-    with pytest.raises(UserError, match="step_size"):
+    with pytest.raises(UserError, match="step_ratio"):
         run_sampler(sampler, rays, step_size=-1.0)
 
 
 def test_proposal_sampler_returns_four_tuple():
     sampler = ProposalSampler(num_prop_samples=(4,), num_final_samples=3)
     rays = make_rays(np.zeros((2, 3)), unit_vectors(np.random.default_rng(11), 2), 2.0, 6.0)
-    warp = field_warp(BOUNDED)
-    variables = jax.jit(lambda r: sampler.init(jax.random.PRNGKey(0), None, r, warp, 0.5))(rays)
+    context = SamplingContext(field_warp(BOUNDED), BOUNDED)
+    variables = jax.jit(lambda r: sampler.init(jax.random.PRNGKey(0), None, r, 0.5,
+                                               context))(rays)
     sdist, tdist, levels, mask = jax.jit(lambda v, r: sampler.apply(
-        v, None, r, warp, 0.5, occupancy=None, step_size=0.1, scene_kind=BOUNDED))(variables, rays)
+        v, None, r, 0.5, context))(variables, rays)
     assert sdist.shape == (2, 4) and tdist.shape == (2, 4) and len(levels) == 1 and mask is None

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from jaxnerf360 import configs, parallel, pipeline
+from jaxnerf360 import configs, parallel, training
+from jaxnerf360.train_step import batch_dict
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 
@@ -23,9 +24,10 @@ configs.parse_gin([sys.argv[1]], [f"Config.data_dir='{sys.argv[2]}'", "Config.ba
 config = configs.Config()
 scene = load_split(config, "train")
 mesh = parallel.make_mesh()
-_, state, step = pipeline.setup(config, scene.kind, mesh)
+run = training.setup(config, scene, mesh)
+state, step = run.state, run.step
 batch, alpha = RayBatcher(scene, 64, seed=3).next_with_alpha()
-batch = parallel.to_global(pipeline.batch_dict(batch, alpha), mesh)
+batch = parallel.to_global(batch_dict(batch, alpha), mesh)
 key = parallel.replicate(jax.random.PRNGKey(7), mesh)
 losses = []
 for _ in range(3):

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, parallel, pipeline
+from jaxnerf360 import configs, parallel, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.data.scene import FORWARD, UNBOUNDED
+from jaxnerf360.train_step import batch_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -40,10 +41,11 @@ def train_steps(config_file, data_dir, extra, steps=30):
     config = configs.Config()
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    run = training.setup(config, scene, mesh)
+    state, step = run.state, run.step
     batcher = RayBatcher(scene, config.batch_size, seed=0)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
-    batch = parallel.to_global(pipeline.batch_dict(*batcher.next_with_alpha()), mesh)
+    batch = parallel.to_global(batch_dict(*batcher.next_with_alpha()), mesh)
     losses = []
     for _ in range(steps):  # one fixed batch: the loss on it must fall
         state, stats = step(state, batch, key)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from jaxnerf360 import schedules
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import spectral
 from jaxnerf360.fields.vm import MODES
@@ -49,17 +50,17 @@ def test_zero_width_filtering_is_the_identity():
 
 
 def test_schedules_are_piecewise_linear_and_checked():
-    knots = spectral.check_schedule([(0.0, 0.2), (0.1, 0.2), (0.4, 0.0)], "w")
+    knots = schedules.check_schedule([(0.0, 0.2), (0.1, 0.2), (0.4, 0.0)], "w")
     for frac, want in [(0.0, 0.2), (0.05, 0.2), (0.25, 0.1), (0.4, 0.0), (0.9, 0.0)]:
-        assert float(spectral.schedule_value(knots, frac)) == pytest.approx(want, abs=1e-7)
-    assert float(spectral.schedule_value((), 0.3)) == 0.0
-    assert spectral.max_value(knots) == 0.2
+        assert float(schedules.schedule_value(knots, frac)) == pytest.approx(want, abs=1e-7)
+    assert float(schedules.schedule_value((), 0.3)) == 0.0
+    assert schedules.max_value(knots) == 0.2
     for bad, match in [([(0.0, -0.1)], "non-negative"), ([(0.0, 0.1), (0.5, 0.2)], "increase"),
                        ([(0.5, 0.1), (0.2, 0.0)], "fractions"), ([(0.0, 0.1), (1.5, 0.0)],
                                                                  "fractions"),
                        ([0.1, 0.2], "pairs")]:
         with pytest.raises(UserError, match=match):
-            spectral.check_schedule(bad, "TensoRFField.density_blur")
+            schedules.check_schedule(bad, "TensoRFField.density_blur")
 
 
 def test_voxel_sizes():
@@ -68,10 +69,10 @@ def test_voxel_sizes():
 
 
 def test_end_fraction_is_where_a_schedule_reaches_zero_for_good():
-    assert spectral.end_fraction(()) == 0.0
-    assert spectral.end_fraction(((0.0, 0.3), (0.1, 0.15), (0.3, 0.0))) == 0.3
-    assert spectral.end_fraction(((0.0, 0.0),)) == 0.0
-    assert spectral.end_fraction(((0.0, 0.3), (0.5, 0.1))) == float("inf")
+    assert schedules.end_fraction(()) == 0.0
+    assert schedules.end_fraction(((0.0, 0.3), (0.1, 0.15), (0.3, 0.0))) == 0.3
+    assert schedules.end_fraction(((0.0, 0.0),)) == 0.0
+    assert schedules.end_fraction(((0.0, 0.3), (0.5, 0.1))) == float("inf")
     knots = ((0.0, 0.3), (0.2, 0.0), (0.6, 0.0))
-    assert float(spectral.schedule_value(knots, spectral.end_fraction(knots))) == 0.0
-    assert float(spectral.schedule_value(knots, spectral.end_fraction(knots) - 1e-3)) > 0.0
+    assert float(schedules.schedule_value(knots, schedules.end_fraction(knots))) == 0.0
+    assert float(schedules.schedule_value(knots, schedules.end_fraction(knots) - 1e-3)) > 0.0

@@ -76,9 +76,10 @@ def test_vm_field_trains_with_the_proposal_sampler(synthetic_dir):
     """The VM field plugs into the model through gin alone and fits a fixed batch."""
     import gin
 
-    from jaxnerf360 import configs, parallel, pipeline
+    from jaxnerf360 import configs, parallel, training
     from jaxnerf360.data import load_split
     from jaxnerf360.data.batching import RayBatcher
+    from jaxnerf360.train_step import batch_dict
 
     gin.clear_config()
     configs.parse_gin([], [
@@ -96,10 +97,11 @@ def test_vm_field_trains_with_the_proposal_sampler(synthetic_dir):
     config = configs.Config()
     scene = load_split(config, "train")
     mesh = parallel.make_mesh()
-    _, state, step = pipeline.setup(config, scene.kind, mesh)
+    run = training.setup(config, scene, mesh)
+    state, step = run.state, run.step
     assert "density_plane_0" in state.params["field"]
     batch = parallel.to_global(
-        pipeline.batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
+        batch_dict(*RayBatcher(scene, 256, seed=0).next_with_alpha()), mesh)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     losses = []
     for _ in range(30):

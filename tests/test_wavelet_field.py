@@ -207,16 +207,14 @@ def test_wavelet_settings_are_checked_at_start_up():
 
 
 def test_mask_penalty_enters_the_loss_with_its_weight():
-    from types import SimpleNamespace
+    from jaxnerf360.objective import LossInputs, Objective
 
-    from jaxnerf360 import losses
-
-    config = SimpleNamespace(l1_density_mult=0.0, l1_density_mult_rest=None,
-                             l1_density_switch_step=0, tv_density_mult=0.0,
-                             tv_appearance_mult=0.0, mask_loss_mult=0.5)
+    field = _wavelet_field(mask_loss_mult=0.5)
     params = {"density_plane_0": jnp.ones((2, 4, 4)), "density_planemask_0": jnp.zeros((2, 4, 4)),
               "density_linemask_0": jnp.full((2, 4), -100.0)}
-    total, parts = losses.grid_regularizers(params, config, 0, 1.0)
+    inputs = LossInputs(outputs={}, batch={}, target=None, pixel_weights=None, params={},
+                        field_params=params, step=0, train_frac=0.0, lr_ratio={"grid": 1.0})
+    total, parts = Objective(field.regularizers())(inputs)
     np.testing.assert_allclose(parts["mask_fraction"], (32 * 0.5) / 40, rtol=1e-6)
     np.testing.assert_allclose(total, 0.5 * parts["mask_fraction"], rtol=1e-6)
     np.testing.assert_allclose(parts["mask_kept"], 32 / 40)
@@ -229,13 +227,15 @@ def test_mask_logits_are_their_own_adam_group_with_a_tiny_epsilon():
     from jaxnerf360 import optim
 
     config = SimpleNamespace(adam_beta1=0.9, adam_beta2=0.99, adam_eps=1e-8, grad_max_norm=0.0,
-                             lr_init=1e-3, lr_final=1e-3, grid_lr_init=0.02, grid_lr_final=0.02,
-                             max_steps=10, lr_delay_steps=0, lr_delay_mult=1.0)
+                             lr_init=1e-3, lr_final=1e-3, max_steps=10, lr_delay_steps=0,
+                             lr_delay_mult=1.0)
+    field = _wavelet_field(grid_lr_init=0.02, grid_lr_final=0.02)
     params = {"field": {"density_planemask_0": jnp.zeros(3), "density_plane_0": jnp.zeros(3),
                         "basis": jnp.zeros(3)}}
-    assert optim.param_labels(params)["field"] == {"density_planemask_0": "mask",
-                                                   "density_plane_0": "grid", "basis": "net"}
-    tx = optim.make_optimizer(config)
+    labels = lambda p: {"field": field.param_labels(p["field"])}  # noqa: E731
+    assert labels(params)["field"] == {"density_planemask_0": "mask",
+                                       "density_plane_0": "grid", "basis": "net"}
+    tx = optim.make_optimizer(config, field.param_groups(), labels)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-11), params)
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["field"]["density_planemask_0"], -0.02, rtol=1e-3)

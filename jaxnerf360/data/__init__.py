@@ -3,11 +3,13 @@
 
 def load_split(config, split: str):
     """Loads the `split` ('train' or 'test') of the scene that `config` names."""
-    from jaxnerf360.configs import background_rgb
     from jaxnerf360.data import loaders
 
+    # Images are composited on the fixed background ('random' trains on white images and
+    # re-composites each step's target where alpha shows the background).
+    background = (0.0,) * 3 if config.background == "black" else (1.0,) * 3
     return loaders.load_scene(
         config.dataset_loader, config.data_dir, split, factor=config.factor,
-        background=background_rgb(config), llff_hold=config.llff_hold,
+        background=background, llff_hold=config.llff_hold,
         forward_facing=config.forward_facing, near=config.near, far=config.far,
     )

@@ -11,6 +11,8 @@ Every function takes `xnp` (numpy or jax.numpy) so the same code runs on the hos
 and under jit.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -219,3 +221,56 @@ def camera_rays(
         cam_idx,
         ndc=ndc,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One camera to render: a pose, intrinsics, an image size, near/far, distortion, NDC."""
+
+    camtoworld: np.ndarray  # [3, 4]
+    intrinsics: np.ndarray  # [4] (fx, fy, cx, cy) in pixels
+    width: int
+    height: int
+    near: float
+    far: float
+    distortion: np.ndarray | None = None  # [4]
+    ndc: dict | None = None
+    cam_idx: int = 0
+
+    def window_rays(self, top: int, left: int, height: int, width: int) -> Rays:
+        """Rays `[height, width, ...]` through pixel rows top.. and columns left..; the window
+        may reach past the image (the pinhole extends there)."""
+        rows, cols = np.meshgrid(np.arange(top, top + height), np.arange(left, left + width),
+                                 indexing="ij")
+        return pixels_to_rays(cols + 0.5, rows + 0.5, np.asarray(self.camtoworld, np.float32),
+                              np.asarray(self.intrinsics, np.float32),
+                              None if self.distortion is None else
+                              np.asarray(self.distortion, np.float32),
+                              self.near, self.far, self.cam_idx, ndc=self.ndc)
+
+    def rays(self) -> Rays:
+        """Every pixel of the image: `[height, width, ...]`."""
+        return self.window_rays(0, 0, self.height, self.width)
+
+    def coarse(self, factor: int) -> "View":
+        """The same camera with pixels `factor` times larger (a grid `factor` times coarser)."""
+        if factor == 1:
+            return self
+        if self.width % factor or self.height % factor:
+            raise UserError(f"a {self.width}x{self.height} image cannot be rendered on a grid "
+                            f"{factor} times coarser; use a size divisible by {factor}")
+        return dataclasses.replace(self, intrinsics=np.asarray(self.intrinsics) / factor,
+                                   width=self.width // factor, height=self.height // factor)
+
+
+def scene_view(scene: Scene, index: int) -> View:
+    """The View of image `index` of a scene."""
+    if not 0 <= index < scene.num_images:
+        raise UserError(
+            f"image index {index} is out of range: the scene has {scene.num_images} images"
+        )
+    return View(camtoworld=scene.camtoworlds[index], intrinsics=scene.intrinsics[index],
+                width=scene.width, height=scene.height, near=scene.near, far=scene.far,
+                distortion=None if scene.distortion is None else scene.distortion[index],
+                ndc=scene.ndc, cam_idx=index)
+

@@ -1,13 +1,6 @@
-"""Radiance fields: swappable parts with one small interface.
+"""Radiance fields: swappable parts with one small interface (`fields.base.Field`).
 
-A field is a Flax module called as
-
-    out = field(means, covs, viewdirs)
-
-with Gaussians in *field space* (the sampler has already applied the scene
-contraction or NDC warp): `means [..., n, 3]`, `covs [..., n, 3, 3]` (or None for
-point samples) and unit view directions `viewdirs [..., 3]` (or None for a
-density-only field). It returns a dict with `density [..., n]` (non-negative) and,
-unless the field is density-only, `rgb [..., n, 3]` in [0, 1]. A field never knows
-which sampler calls it.
+`mlp.MLPField` is mip-NeRF 360's MLP (and `PropMLPField` its proposal MLP), `tensorf.TensoRFField`
+TensoRF's VM field, with masked wavelet planes (`wavelet`) and spectral control (`spectral`) as
+options; `vm` holds the VM maths. A field never knows which sampler calls it.
 """

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnerf360.errors import UserError
+from jaxnerf360.fields.base import Field
 from jaxnerf360.geometry import coord
 
 
@@ -28,7 +29,7 @@ def _density_activation(raw, bias: float):
 
 
 @gin.configurable
-class MLPField(nn.Module):
+class MLPField(Field):
     """The NeRF MLP of mip-NeRF 360: IPE -> trunk (skip) -> density, bottleneck + viewdirs -> rgb.
 
     With `density_only=True` it is the proposal MLP (no colour branch).

@@ -12,17 +12,23 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
+from jaxnerf360 import schedules
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields import spectral, wavelet
+from jaxnerf360.fields import spectral, vm, wavelet
+from jaxnerf360.fields.base import Field
 from jaxnerf360.fields.vm import MODES, resample_factor, vm_components
 from jaxnerf360.geometry import coord, filters, wavelets
+from jaxnerf360.objective import LossTerm
+from jaxnerf360.parts import NETWORK, ParamGroup
+
+GRID = "grid"  # the optimiser group of planes and lines
+MASK = "mask"  # the optimiser group of wavelet mask logits
 
 
 @gin.configurable
-class TensoRFField(nn.Module):
+class TensoRFField(Field):
     """The VM-decomposed field (TensoRF VM-192 defaults); points in, density and colour out.
 
     Ignores the Gaussians' covariances: it samples the grid at their means.
@@ -69,11 +75,29 @@ class TensoRFField(nn.Module):
     density_blur: Sequence = ()
     appearance_blur: Sequence = ()
     blur_random_scale: bool = False
+
+    # Training of the grid factors (planes, lines and mask logits): their own Adam rate, and
+    # TensoRF's regularisers. The L1 weight on the density factors drops from l1_density_mult
+    # to l1_density_mult_rest at l1_density_switch_step (TensoRF's first alpha-mask update);
+    # the TV weights decay with the grid learning rate, as in TensoRF.
+    grid_lr_init: float = 0.02
+    grid_lr_final: float = 0.002
+    l1_density_mult: float = 0.0
+    l1_density_mult_rest: float | None = None  # None: no switch
+    l1_density_switch_step: int = 0
+    tv_density_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_density
+    tv_appearance_mult: float = 0.0  # = 0.02 x TensoRF's TV_weight_app
+    # Masked wavelet planes: weight w of the mask penalty w * mean(sigmoid(m)) over every mask
+    # logit (the expected kept fraction): w is the loss that keeping every coefficient is
+    # worth, whatever the grid size. Larger gives sparser, smaller files.
+    mask_loss_mult: float = 0.0
+
     supports_pose_optimization = True  # gradients reach the sample positions
 
     def __post_init__(self):
-        spectral.check_schedule(self.density_blur, "TensoRFField.density_blur")
-        spectral.check_schedule(self.appearance_blur, "TensoRFField.appearance_blur")
+        _check_training_settings(self)
+        schedules.check_schedule(self.density_blur, "TensoRFField.density_blur")
+        schedules.check_schedule(self.appearance_blur, "TensoRFField.appearance_blur")
         for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
             value = getattr(self, name)
             if len(value) != 3:
@@ -131,6 +155,89 @@ class TensoRFField(nn.Module):
             return tuple(int(n) for n in resolution)
         return tuple(wavelets.round_size(int(n), int(self.wavelet_levels)) for n in resolution)
 
+    # --- what the field declares to the other stages (fields/base.py) ---
+
+    def param_labels(self, params):
+        """GRID for planes and lines, MASK for wavelet mask logits, NETWORK for the rest."""
+        def label(path, _):
+            name = str(getattr(path[0], "key", "")) if len(path) == 1 else ""
+            if wavelet.is_mask(name):
+                return MASK
+            return GRID if vm.is_factor(name) else NETWORK
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    def param_groups(self) -> dict:
+        """The grid factors' rate; masks at the same rate with a tiny Adam epsilon."""
+        groups = {GRID: ParamGroup(self.grid_lr_init, self.grid_lr_final)}
+        if self.plane_coding == "wavelet":
+            groups[MASK] = ParamGroup(self.grid_lr_init, self.grid_lr_final,
+                                      eps=wavelet.MASK_ADAM_EPS)
+        return groups
+
+    def regularizers(self) -> list:
+        """TensoRF's L1 on the density factors and TV on the planes; the mask terms."""
+        terms = []
+        if self.l1_density_mult > 0 or self.l1_density_mult_rest:
+            terms.append(LossTerm("l1_density", lambda i: vm.l1_density(i.field_params),
+                                  self._l1_weight))
+        for prefix, mult in (("density", self.tv_density_mult),
+                             ("appearance", self.tv_appearance_mult)):
+            if mult > 0:
+                terms.append(LossTerm(f"tv_{prefix}",
+                                      lambda i, p=prefix: vm.tv_planes(i.field_params, p),
+                                      lambda i, m=mult: m * i.lr_ratio[GRID]))
+        if self.plane_coding == "wavelet":
+            terms += wavelet.mask_terms(self.mask_loss_mult)
+        return terms
+
+    def _l1_weight(self, inputs):
+        if self.l1_density_mult_rest is None:
+            return self.l1_density_mult
+        return jnp.where(inputs.step >= self.l1_density_switch_step, self.l1_density_mult_rest,
+                         self.l1_density_mult)
+
+    def grid_resolution(self, params=None) -> tuple:
+        """Grid points (x, y, z): read off the factors in `params`, else the initial ones."""
+        if params and vm.has_factors(params):
+            return vm.grid_resolution(params)
+        return tuple(int(n) for n in self.resolution)
+
+    def resolution_schedule(self) -> list:
+        """[(step, (nx, ny, nz))] of the upsampling schedule (see `resolution_schedule`)."""
+        return resolution_schedule(self)
+
+    def resize_leaf(self, path: tuple, value, resolution, moment: bool = False):
+        """Factors and masks (and their moments) resampled; networks unchanged."""
+        if len(path) != 1:
+            return value
+        return self.resize_factor(str(path[0]), value, resolution, moment)
+
+    def spectral_end(self) -> float:
+        """When both 3D filter schedules have reached zero."""
+        return max(schedules.end_fraction(self.density_blur),
+                   schedules.end_fraction(self.appearance_blur))
+
+    def file_tensors(self, params, network_dtype: str) -> dict | None:
+        """Masked wavelet planes as codec records; None for spatial planes (no compressed form)."""
+        if self.plane_coding != "wavelet":
+            return None
+        return wavelet.file_tensors(params, self.wavelet_settings(), network_dtype)
+
+    def file_settings(self) -> dict:
+        """The wavelet settings that decoding needs."""
+        return self.wavelet_settings()
+
+    def params_from_file(self, tensors: dict, settings: dict) -> dict:
+        """Spatial VM parameters (flat names) of a decoded file: planes decoded once."""
+        return wavelet.spatial_params(tensors, settings)
+
+    def file_bindings(self) -> list:
+        """A decoded file is a plain spatial VM field."""
+        return list(wavelet.RENDER_BINDINGS)
+
+    # --- the field ---
+
     def _factors(self, name, ranks):
         init = nn.initializers.normal(self.init_scale)
         planes, lines = [], []
@@ -186,13 +293,13 @@ class TensoRFField(nn.Module):
         planes, lines = self._factors(name, ranks)
         if not schedule or progress is None or not progress.get("spectral", True):
             return planes, lines
-        width = spectral.schedule_value(schedule, progress["train_frac"])
+        width = schedules.schedule_value(schedule, progress["train_frac"])
         if self.blur_random_scale and progress.get("rng") is not None:
             key = jax.random.fold_in(progress["rng"], 0 if name == "density" else 1)
             width = width * jax.random.uniform(key)
         res = (lines[2].shape[1], lines[1].shape[1], lines[0].shape[1])  # static shapes
         voxel = spectral.voxel_sizes(self.box_min, self.box_max, res)
-        radius = filters.kernel_radius(spectral.max_value(schedule) / float(voxel.min()))
+        radius = filters.kernel_radius(schedules.max_value(schedule) / float(voxel.min()))
         sigma = width / jnp.asarray(voxel, jnp.float32)
         # Once the schedule reaches zero the (wide, static) kernel is skipped, not applied.
         return jax.lax.cond(width > 0, lambda: spectral.filter_vm(planes, lines, sigma, radius),
@@ -249,6 +356,20 @@ def _log_rounding(requested, rounded, levels) -> None:
                      "levels)", requested, rounded, levels)
 
 
+def _check_training_settings(field) -> None:
+    """One clear line for a bad learning rate or regulariser weight of the grid factors."""
+    if not (field.grid_lr_init > 0 and field.grid_lr_final > 0):
+        raise UserError(f"TensoRFField.grid_lr_init/grid_lr_final must be positive, got "
+                        f"{field.grid_lr_init!r}, {field.grid_lr_final!r}")
+    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult"):
+        value = getattr(field, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise UserError(f"TensoRFField.{name}={value!r} must be a non-negative number")
+    if field.mask_loss_mult > 0 and field.plane_coding != "wavelet":
+        raise UserError("TensoRFField.mask_loss_mult > 0 needs masked wavelet planes "
+                        "(TensoRFField.plane_coding = 'wavelet'); set it to 0 for this field")
+
+
 def _plane_mode(name: str) -> int | None:
     """The mode m of a plane or plane-mask parameter name (`..._plane_m`), else None."""
     match = re.search(r"_plane(?:mask)?_(\d)$", name)
@@ -256,36 +377,14 @@ def _plane_mode(name: str) -> int | None:
 
 
 def resolution_schedule(field: "TensoRFField") -> list:
-    """[(step, (nx, ny, nz))]: TensoRF's upsampling, voxel count log-linear in the step index.
-
-    The k-th of K upsampling steps scales every axis of `field.resolution` by
-    (V_k / V_0)^(1/3), V_k = V_0 (V_final / V_0)^(k / K), keeping the initial aspect; the
-    last step lands exactly on `final_resolution`.
-    """
+    """[(step, (nx, ny, nz))]: `vm.upsampling_schedule` of the field, sizes as it stores them."""
     if field.final_resolution is None or not field.upsample_steps:
         return []
-    start = np.array(field.resolution, np.float64)
-    final = np.array(field.final_resolution, np.float64)
-    count = len(field.upsample_steps)
-    ratio = np.prod(final) / np.prod(start)
     out = []
-    for k, step in enumerate(field.upsample_steps, start=1):
-        if k == count:
-            res = final
-        else:
-            res = np.minimum(np.round(start * ratio ** (k / count / 3.0)), final)
-        res = tuple(int(n) for n in res)
+    for step, res in vm.upsampling_schedule(field.resolution, field.final_resolution,
+                                            field.upsample_steps):
         stored = field.round_resolution(res)
         if stored != res:
             _log_rounding(res, stored, field.wavelet_levels)
-        out.append((int(step), stored))
+        out.append((step, stored))
     return out
-
-
-def resolution_at(field: "TensoRFField", step: int) -> tuple:
-    """The grid resolution (x, y, z) after `step` training steps under the schedule."""
-    res = tuple(int(n) for n in field.resolution)
-    for at, r in resolution_schedule(field):
-        if step >= at:
-            res = r
-    return res

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 # (plane axes, line axis) for each of the three modes.
 MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
@@ -97,6 +98,37 @@ def resample_factors(params, resolution: Sequence[int]):
     the new grid points (TensoRF's upsampling step). Other parameters pass through.
     """
     return {name: resample_factor(name, value, resolution) for name, value in params.items()}
+
+
+def upsampling_schedule(start, final, steps) -> list:
+    """[(step, (nx, ny, nz))]: TensoRF's upsampling, voxel count log-linear in the step index.
+
+    The k-th of K upsampling `steps` scales every axis of `start` by (V_k / V_0)^(1/3),
+    V_k = V_0 (V_final / V_0)^(k / K), keeping the initial aspect; the last step lands exactly
+    on `final`.
+    """
+    start = np.array(start, np.float64)
+    final = np.array(final, np.float64)
+    count = len(steps)
+    ratio = np.prod(final) / np.prod(start)
+    out = []
+    for k, step in enumerate(steps, start=1):
+        if k == count:
+            res = final
+        else:
+            res = np.minimum(np.round(start * ratio ** (k / count / 3.0)), final)
+        out.append((int(step), tuple(int(n) for n in res)))
+    return out
+
+
+def is_factor(name: str) -> bool:
+    """Whether a parameter name is a VM plane or line (`..._plane_m`, `..._line_m`)."""
+    return re.search(r"_(plane|line)_\d+$", name) is not None
+
+
+def has_factors(params) -> bool:
+    """Whether `params` (a field's) hold VM factors to read the grid resolution off."""
+    return "density_line_0" in params
 
 
 def grid_resolution(params) -> tuple:

@@ -13,17 +13,29 @@ functions here are pure: decoding, conversion to a spatial field, the codes a co
 stores, and resampling for the upsampling schedule.
 """
 
-import re
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnerf360 import codec
 from jaxnerf360.errors import UserError
+from jaxnerf360.fields import vm
 from jaxnerf360.fields.vm import resample_axis
 from jaxnerf360.geometry import wavelets
 from jaxnerf360.geometry.quantize import dequantize, quantize
+from jaxnerf360.objective import LossTerm
+
+# The compressed scene format of masked wavelet planes (compressed.py, codec/), and the gin
+# bindings under which a decoded file renders: a plain spatial VM field, without masks.
+FILE_FORMAT = "masked-wavelet-vm"
+RENDER_BINDINGS = ("TensoRFField.plane_coding = 'spatial'", "TensoRFField.mask_loss_mult = 0.0")
+
+# A mask logit's gradient is x * sigmoid'(m) * dL/dx, often far below 1e-8: with the usual
+# epsilon Adam would scale it down (the masks would only drift). Tiny, it keeps Adam
+# scale-free, so the masks settle where the data and the mask penalty balance.
+MASK_ADAM_EPS = 1e-15
 
 
 def binary_mask(logits):
@@ -63,7 +75,7 @@ def kept_fraction(logits_list):
 def mask_fraction(logits_list):
     """The expected fraction of kept coefficients, mean of sigmoid(m) over every mask logit.
 
-    The mask penalty is `Config.mask_loss_mult` times this: a differentiable proxy of the kept
+    The mask penalty is `TensoRFField.mask_loss_mult` times this: a differentiable proxy of the kept
     fraction in [0, 1], so the weight w is the loss (mean squared error, for MSE runs) that
     keeping every coefficient is worth, whatever the grid size. At the optimum a mask stays on
     while dropping its coefficient would raise the loss by more than w / N (N logits in all).
@@ -133,25 +145,64 @@ def is_mask(name: str) -> bool:
     return "mask_" in name
 
 
-def is_factor(name: str) -> bool:
-    """Whether a parameter name is a VM plane or line (`..._plane_m`, `..._line_m`)."""
-    return re.search(r"_(plane|line)_\d+$", name) is not None
-
-
 def to_spatial(params: dict, settings: dict, quantize: bool = True) -> dict:
     """A wavelet field's parameters converted once into a spatial VM field's (same renders).
 
     Applies quantisation, the masks and the inverse DWT; the result renders with
-    `field.clone(plane_coding='spatial')` at plain VM speed.
+    `field.clone(plane_coding='spatial')` at plain VM speed. Factors without mask logits
+    (decoded files, whose masked coefficients are already zero) are taken as all kept.
     """
     out = {}
     for name, value in params.items():
         if is_mask(name):
             continue
-        if is_factor(name):
-            value = decode_factor(name, value, params[mask_name(name)], settings, quantize)
+        if vm.is_factor(name):
+            logits = params.get(mask_name(name))
+            logits = jnp.ones_like(value) if logits is None else logits
+            value = decode_factor(name, value, logits, settings, quantize)
         out[name] = value
     return out
+
+
+def mask_terms(mask_loss_mult: float) -> list:
+    """The logged kept fraction and, with a weight, the mask penalty (objective terms)."""
+    def logits(inputs):
+        return [v for k, v in inputs.field_params.items() if is_mask(k)]
+
+    terms = [LossTerm("mask_kept", lambda i: kept_fraction(logits(i)), None)]
+    if mask_loss_mult > 0:
+        terms.append(LossTerm("mask_fraction", lambda i: mask_fraction(logits(i)),
+                              mask_loss_mult))
+    return terms
+
+
+def file_tensors(params: dict, settings: dict, network_dtype: str) -> dict:
+    """What a compressed file stores of a wavelet field's flat `params` (`codec` records).
+
+    Factors become `codec.Masked` records (planes split by wavelet level) with their mask
+    logits folded in; the networks are cast to `network_dtype`.
+    """
+    if settings["bits"] not in (0, 8):
+        raise UserError(f"TensoRFField.quantize_bits={settings['bits']}: compressed files store "
+                        "8-bit codes; train with 8 (or 0)")
+    out = {}
+    for name, value in params.items():
+        value = np.asarray(value)
+        if is_mask(name):
+            continue
+        if vm.is_factor(name):
+            mask = np.asarray(params[mask_name(name)]) >= 0
+            levels = settings["levels"] if is_plane(name) else 0
+            out[name] = codec.Masked(value.astype(np.float32), mask, levels)
+        else:
+            out[name] = value.astype(network_dtype)
+    return out
+
+
+def spatial_params(tensors: dict, settings: dict) -> dict:
+    """Spatial VM field parameters (float32, flat names) of a decoded file's arrays."""
+    return to_spatial({k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()}, settings,
+                      quantize=False)
 
 
 def _band_slices(n: int, levels: int) -> list:

@@ -117,29 +117,48 @@ def compute_alpha_weights(density, tdist, dirs, opaque_background=False):
     return alpha * trans, alpha, trans
 
 
+def composite(channels: dict, weights) -> dict:
+    """Every per-sample channel `[..., n, C]` integrated along the ray: `{name: [..., C]}`.
+
+    The expected value of each channel under the compositing `weights [..., n]`, with no
+    background (the background is a colour, added to `rgb` by the caller).
+    """
+    weights = jnp.asarray(weights)
+    return {name: jnp.sum(weights[..., None] * value, axis=-2)
+            for name, value in channels.items()}
+
+
+def ray_distances(weights, tdist, t_far, acc) -> dict:
+    """`distance_mean` and `distance_median` `[...]` of the weights `[..., n]` on `tdist`.
+
+    The mean counts the light left over (1 - `acc`) at `t_far [..., 1]` and is clipped to
+    [tdist_0, t_far]; the median is that of the normalised weights.
+    """
+    bg_w = jnp.maximum(0.0, 1.0 - acc)
+    t_far = jnp.broadcast_to(jnp.asarray(t_far, dtype=tdist.dtype), acc.shape + (1,))[..., 0]
+    t_mids = 0.5 * (tdist[..., 1:] + tdist[..., :-1])
+    # `where` rather than a product so that an infinite far plane adds nothing (not NaN)
+    # once every bit of light has been absorbed.
+    far_part = jnp.where(bg_w > 0, bg_w * jnp.where(bg_w > 0, t_far, 0.0), 0.0)
+    mean = jnp.sum(weights * t_mids, axis=-1) + far_part
+    return {"distance_mean": jnp.clip(mean, tdist[..., 0], t_far),
+            "distance_median": stepfun.weighted_percentile(tdist, weights, [50.0])[..., 0]}
+
+
 def volumetric_rendering(rgbs, weights, tdist, bg_rgbs, t_far, compute_extras=True):
     """Composites colours `rgbs [..., n, 3]` with `weights [..., n]` over background `bg_rgbs`.
 
     `tdist [..., n+1]`, `bg_rgbs` broadcastable to `[..., 3]`, `t_far [..., 1]`. Returns a
     dict: `rgb [..., 3]` = sum w c + (1 - acc) bg and `acc [...]`; with compute_extras also
-    `distance_mean [...]` (expected distance, the light left over counted at t_far, clipped
-    to [tdist_0, t_far]), `distance_median [...]` (median of the normalised weights) and
-    `weights`.
+    the `ray_distances` and `weights`.
     """
     weights = jnp.asarray(weights)
     tdist = jnp.asarray(tdist)
     acc = jnp.sum(weights, axis=-1)
     bg_w = jnp.maximum(0.0, 1.0 - acc)
-    rgb = jnp.sum(weights[..., None] * rgbs, axis=-2) + bg_w[..., None] * bg_rgbs
+    rgb = composite({"rgb": rgbs}, weights)["rgb"] + bg_w[..., None] * bg_rgbs
     rendering = {"rgb": rgb, "acc": acc}
     if compute_extras:
-        t_far = jnp.broadcast_to(jnp.asarray(t_far, dtype=tdist.dtype), acc.shape + (1,))[..., 0]
-        t_mids = 0.5 * (tdist[..., 1:] + tdist[..., :-1])
-        # `where` rather than a product so that an infinite far plane adds nothing (not NaN)
-        # once every bit of light has been absorbed.
-        far_part = jnp.where(bg_w > 0, bg_w * jnp.where(bg_w > 0, t_far, 0.0), 0.0)
-        mean = jnp.sum(weights * t_mids, axis=-1) + far_part
-        rendering["distance_mean"] = jnp.clip(mean, tdist[..., 0], t_far)
-        rendering["distance_median"] = stepfun.weighted_percentile(tdist, weights, [50.0])[..., 0]
+        rendering.update(ray_distances(weights, tdist, t_far, acc))
         rendering["weights"] = weights
     return rendering

@@ -1,123 +1,25 @@
-"""Samplers: where along each ray the final field is evaluated.
-
-`ProposalSampler` is mip-NeRF 360's: proposal fields (density only) predict
-histograms in normalised ray distance s, each level resampling the previous
-level's annealed, dilated histogram; the final level's intervals go to the field.
-
-`OccupancySampler` is TensoRF's: uniform steps along each ray inside a box in field space,
-each sample flagged by an occupancy grid (the alpha mask) so the model can skip empty space.
-
-Every sampler returns `(sdist, tdist, levels, mask)`; mask is None when all samples count.
-"""
+"""TensoRF's occupancy sampler: uniform steps along each ray inside a box in field space, each
+sample flagged by an occupancy grid (the alpha mask) so the model can skip empty space."""
 
 from collections.abc import Callable, Sequence
 
-import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
 
 from jaxnerf360.data.scene import BOUNDED, FORWARD, UNBOUNDED
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields.mlp import PropMLPField
-from jaxnerf360.geometry import coord, render, stepfun
+from jaxnerf360.geometry import coord
 from jaxnerf360.geometry.occupancy import (
+    build_grid,
     check_box,
     grid_samples,
     lookup,
     mean_voxel_edge,
+    occupancy_step_size,
     ray_box_intersect,
 )
-
-
-def field_warp(scene_kind: str) -> Callable:
-    """The map from world Gaussians to field space: contraction for unbounded scenes."""
-    if scene_kind == UNBOUNDED:
-        return coord.contract_gaussians
-    if scene_kind in (BOUNDED, FORWARD):
-        return lambda means, covs: (means, covs)
-    raise ValueError(f"unknown scene kind {scene_kind!r}")
-
-
-def rays_to_gaussians(rays, tdist, ray_shape: str, warp: Callable):
-    """Gaussians of the frustums between `tdist [..., n+1]`, warped to field space."""
-    means, covs = render.cast_rays(tdist, rays.origins, rays.directions, rays.radii, ray_shape)
-    return warp(means, covs)
-
-
-def anneal_power(train_frac, slope: float):
-    """Schlick-style bias curve: 0 at the start of training rising to 1 at the end."""
-    return slope * train_frac / ((slope - 1.0) * train_frac + 1.0)
-
-
-@gin.configurable
-class ProposalSampler(nn.Module):
-    """mip-NeRF 360 online-distilled proposal sampling (2 x 64 proposal, 32 final)."""
-
-    num_prop_samples: Sequence[int] = (64, 64)
-    num_final_samples: int = 32
-    proposal_field: Callable = PropMLPField
-    raydist_fn: str = "reciprocal"  # reciprocal | linear | log
-    supports_pose_optimization = True  # intervals follow the (corrected) rays
-    anneal_slope: float = 10.0
-    dilation_multiplier: float = 0.5
-    dilation_bias: float = 0.0025
-    resample_padding: float = 0.0
-    single_jitter: bool = True
-    stop_level_grad: bool = True
-    ray_shape: str = "cone"  # cone | cylinder
-
-    @nn.compact
-    def __call__(self, rng, rays, warp: Callable, train_frac, occupancy=None, step_size=None,
-                 scene_kind=None):
-        """Returns `(sdist, tdist, levels, None)`: the final level `[..., m+1]` and histograms.
-
-        `rng` None gives deterministic (evaluation) sampling. `levels`, the proposal
-        histograms, is a list of dicts with `sdist [..., n+1]` and `weights [..., n]`, for the
-        interlevel loss. The last entry (a sample mask for occupancy samplers) is always None:
-        every sample is evaluated. `occupancy`, `step_size` and `scene_kind` are accepted
-        for a common sampler interface and ignored.
-        """
-        t_to_s, s_to_t = coord.construct_ray_warps(self.raydist_fn, rays.near, rays.far)
-        prop = self.proposal_field(name="proposal")
-        batch_shape = rays.origins.shape[:-1]
-        sdist = jnp.broadcast_to(jnp.array([0.0, 1.0]), batch_shape + (2,))
-        weights = jnp.ones(batch_shape + (1,))
-        levels = []
-        prod_samples = 1
-        counts = list(self.num_prop_samples) + [self.num_final_samples]
-        for i, num_samples in enumerate(counts):
-            if i > 0 and self.dilation_multiplier > 0:
-                dilation = self.dilation_bias + self.dilation_multiplier / prod_samples
-                sdist, weights = stepfun.max_dilate_weights(
-                    sdist, weights, dilation, domain=(0.0, 1.0), renormalize=True
-                )
-                sdist, weights = sdist[..., 1:-1], weights[..., 1:-1]
-            power = anneal_power(train_frac, self.anneal_slope)
-            logits = jnp.where(
-                sdist[..., 1:] > sdist[..., :-1],
-                power * jnp.log(weights + self.resample_padding),
-                -jnp.inf,
-            )
-            if rng is None:
-                key = None
-            else:
-                rng, key = jax.random.split(rng)
-            sdist = stepfun.sample_intervals(
-                key, sdist, logits, num_samples, single_jitter=self.single_jitter, domain=(0.0, 1.0)
-            )
-            if self.stop_level_grad:
-                sdist = jax.lax.stop_gradient(sdist)
-            prod_samples *= num_samples
-            tdist = s_to_t(sdist)
-            if i == len(counts) - 1:
-                return sdist, tdist, levels, None
-            means, covs = rays_to_gaussians(rays, tdist, self.ray_shape, warp)
-            density = prop(means, covs, None)["density"]
-            weights = render.compute_alpha_weights(density, tdist, rays.directions)[0]
-            levels.append({"sdist": sdist, "weights": weights})
-        raise AssertionError("unreachable")
-
+from jaxnerf360.samplers.base import Sampler, Samples, SamplingContext, rays_to_gaussians
 
 # Field space of unbounded scenes: the contraction maps R^3 into the ball of radius 2, so
 # an occupancy box for them must contain this one.
@@ -125,12 +27,13 @@ CONTRACTED_BOX = ((-2.0, -2.0, -2.0), (2.0, 2.0, 2.0))
 
 
 @gin.configurable
-class OccupancySampler(nn.Module):
+class OccupancySampler(Sampler):
     """TensoRF's sampler: uniform steps inside a field-space box, flagged by an occupancy grid.
 
-    No parameters. The grid (bool `[X, Y, Z]` over the box [box_min, box_max), from
-    `occupancy.build_grid`) is passed in by the caller and rebuilt at `update_steps`. For
-    unbounded scenes the box is in contracted space and must contain [-2, 2]^3.
+    No parameters. Its state is the grid (bool `[X, Y, Z]` over the box [box_min, box_max),
+    from `occupancy.build_grid`), all occupied at first and rebuilt before each of
+    `update_steps`; after the second rebuild training rays that miss occupied space are
+    dropped. For unbounded scenes the box is in contracted space and must contain [-2, 2]^3.
     """
 
     supports_pose_optimization = True  # steps follow the (corrected) rays; see train.py
@@ -170,12 +73,54 @@ class OccupancySampler(nn.Module):
         lo, hi = self.field_box(scene_kind)
         return self.step_ratio * mean_voxel_edge(lo, hi, self.grid_resolution)
 
-    def __call__(self, rng, rays, warp: Callable, train_frac, occupancy=None, step_size=None,
-                 scene_kind=BOUNDED):
-        """Returns `(sdist [..., n+1], tdist [..., n+1], [], mask [..., n] bool)`.
+    def step_size(self, field_resolution, scene_kind: str = BOUNDED) -> float:
+        """The static step in field-space units: `step_ratio` of the field grid's voxel edge
+        (TensoRF), or `default_step_size` for a field without a grid."""
+        if field_resolution is None:
+            return self.default_step_size(scene_kind)
+        return occupancy_step_size(self.box_min, self.box_max, field_resolution,
+                                   self.step_ratio)
 
-        `step_size` is a static Python float in field-space units (None: `default_step_size`);
-        n = min(max_samples, ceil(|box diagonal| / step_size)) is static.
+    def init_state(self, scene_kind: str):
+        """Every voxel occupied: nothing is skipped before the first rebuild."""
+        self.field_box(scene_kind)  # a box that misses the contracted space fails here
+        res = self.grid_resolution
+        return jnp.ones((res,) * 3 if isinstance(res, int) else tuple(res), bool)
+
+    def state_update_steps(self) -> tuple:
+        """`update_steps`."""
+        return tuple(int(s) for s in self.update_steps)
+
+    def update_state(self, state, density_fn: Callable, field_resolution, scene_kind: str):
+        """TensoRF's alpha mask of the field's density, at the grid's own resolution."""
+        step = (occupancy_step_size(self.box_min, self.box_max, state.shape, self.step_ratio)
+                if field_resolution is None else self.step_size(field_resolution))
+        grid = build_grid(density_fn, self.box_min, self.box_max, state.shape, step,
+                          self.threshold)
+        return jnp.asarray(grid, bool)
+
+    def state_name(self) -> str:
+        """The occupancy grid."""
+        return "occupancy grid"
+
+    def describe_state(self, state) -> str:
+        """The occupied share of the voxels."""
+        return f"{100 * float(jnp.mean(jnp.asarray(state))):.1f}% of voxels occupied"
+
+    def ray_filter_step(self) -> int | None:
+        """The second rebuild, as in TensoRF."""
+        steps = self.state_update_steps()
+        return steps[1] if len(steps) > 1 else None
+
+    def uses_sample_buffer(self) -> bool:
+        """Occupied samples are few once empty space is known."""
+        return True
+
+    def __call__(self, rng, rays, train_frac, context: SamplingContext) -> Samples:
+        """Uniform steps along each ray; the mask `[..., n]` flags the occupied samples.
+
+        The step is `step_size(context.field_resolution)`, static, and
+        n = min(max_samples, ceil(|box diagonal| / step)) samples are laid along every ray.
 
         Bounded and forward scenes (the identity warp): edges every step_size / |d| in t
         from where the ray enters the box (clipped to [near, far]), clamped to where it leaves
@@ -190,12 +135,12 @@ class OccupancySampler(nn.Module):
         fraction of a step per ray (TensoRF's jitter); the first and last edges stay put, so
         the covered range does not change. mask: the interval has positive length, and its
         centre (the warped mean of its Gaussian) lies in the box and, when `occupancy` is
-        given, in an occupied voxel. `train_frac` is unused.
+        given (`context.state`), in an occupied voxel. `train_frac` is unused.
         """
         del train_frac
+        scene_kind, warp, occupancy = context.scene_kind, context.warp, context.state
         lo, hi = self.field_box(scene_kind)
-        if step_size is None:
-            step_size = self.default_step_size(scene_kind)
+        step_size = self.step_size(context.field_resolution, scene_kind)
         n = grid_samples(lo, hi, step_size, self.max_samples)
         origins = jnp.asarray(rays.origins)
         directions = jnp.asarray(rays.directions)
@@ -235,4 +180,4 @@ class OccupancySampler(nn.Module):
         mask &= jnp.all((centres >= lo_a) & (centres < hi_a), axis=-1)
         if occupancy is not None:
             mask &= lookup(occupancy, lo, hi, centres)
-        return sdist, tdist, [], mask
+        return Samples(sdist, tdist, (), mask)

@@ -1,0 +1,243 @@
+"""The cameras stage: the poses a run starts from, learned corrections, rays, pose errors.
+
+`Cameras` owns everything about the training cameras: the poses a run starts from (the given
+ones, perturbed by seeded se(3) noise, or all at the identity), the learned camera-side
+corrections and focal scales (their parameters, their optimiser group), casting the training
+rays from batch pixels through the corrected cameras inside the train step, the near-bound
+schedule of those rays, the pose errors the log shows, and mapping test views into the
+optimised frame. The train step, eval, render and compress ask it; none of them looks inside
+its parameters. The se(3) and Sim(3) maths is `poses.py`.
+"""
+
+import dataclasses
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxnerf360 import poses
+from jaxnerf360.data import views as views_lib
+from jaxnerf360.errors import UserError
+from jaxnerf360.parts import ParamGroup
+
+PARAMS = "poses"  # the camera corrections' key in a state's parameters (checkpoint layout)
+POSE = "pose"  # their optimiser group label
+
+
+@gin.configurable(denylist=["scene", "seed"])
+class Cameras:
+    """The training cameras of one split, their corrections and their settings (gin).
+
+    Args (gin):
+      pose_noise: std of camera-side se(3) noise on the training poses (BARF: 0.15).
+      pose_init: 'given' | 'identity' (every training camera starts at the identity).
+      optimize_poses: learn a camera-side se(3) correction per training image.
+      optimize_focal: 'none' | 'shared' | 'per_image': learn log focal-length scales.
+      pose_lr_init, pose_lr_final: the corrections' own Adam, log-linear.
+      test_pose_steps: before metrics, refine each test pose photometrically for this many
+        steps with the field frozen (BARF's protocol), starting from its true pose mapped
+        into the optimised frame; 0: no refinement.
+      test_pose_lr_init, test_pose_lr_final, test_pose_batch: that refinement's schedule and
+        rays per step.
+      near_schedule: ((train_frac, near), ...) piecewise linear and non-increasing, in the
+        rays' own t units (NDC t: 0 is the near plane at depth 1, negative values reach in
+        front of it); each training ray's near is raised to it, so a schedule that ends at or
+        below the rays' own near lets go. Starting LLFF at 0.4 (Joint-TensoRF's recipe) keeps
+        content right in front of the cameras from explaining pose errors early.
+    """
+
+    def __init__(self, scene=None, seed: int = 0, *, pose_noise: float = 0.0,
+                 pose_init: str = "given", optimize_poses: bool = False,
+                 optimize_focal: str = "none", pose_lr_init: float = 1e-3,
+                 pose_lr_final: float = 1e-4, test_pose_steps: int = 0,
+                 test_pose_lr_init: float = 1e-3, test_pose_lr_final: float = 1e-4,
+                 test_pose_batch: int = 1024, near_schedule: tuple = ()):
+        self.pose_noise, self.pose_init = pose_noise, pose_init
+        self.optimize_poses, self.optimize_focal = optimize_poses, optimize_focal
+        self.pose_lr_init, self.pose_lr_final = pose_lr_init, pose_lr_final
+        self.test_pose_steps, self.test_pose_batch = test_pose_steps, test_pose_batch
+        self.test_pose_lr_init, self.test_pose_lr_final = test_pose_lr_init, test_pose_lr_final
+        self.near_schedule = near_schedule
+        self._check()
+        self.truth = self.initial = None
+        if scene is not None:
+            self.truth = np.array(scene.camtoworlds)
+            self.initial = poses.initial(self.truth, pose_noise, pose_init, seed)
+
+    def _check(self) -> None:
+        from jaxnerf360.schedules import check_schedule
+
+        if not _number(self.pose_noise) or self.pose_noise < 0:
+            raise UserError(f"Cameras.pose_noise={self.pose_noise!r} must be a non-negative "
+                            "number")
+        if self.pose_init not in ("given", "identity"):
+            raise UserError(f"Cameras.pose_init={self.pose_init!r} is unknown; use 'given' or "
+                            "'identity'")
+        if self.optimize_focal not in ("none", "shared", "per_image"):
+            raise UserError(f"Cameras.optimize_focal={self.optimize_focal!r} is unknown; use "
+                            "'none', 'shared' or 'per_image'")
+        if self.optimize_focal != "none" and not self.optimize_poses:
+            raise UserError("Cameras.optimize_focal needs Cameras.optimize_poses = True")
+        for a, b in (("pose_lr_init", "pose_lr_final"),
+                     ("test_pose_lr_init", "test_pose_lr_final")):
+            if not (_number(getattr(self, a)) and _number(getattr(self, b))
+                    and getattr(self, a) > 0 and getattr(self, b) > 0):
+                raise UserError(f"Cameras.{a}/{b} must be positive")
+        for name in ("test_pose_steps", "test_pose_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
+                    name == "test_pose_batch" and value == 0):
+                raise UserError(f"Cameras.{name}={value!r} must be a "
+                                f"{'positive' if name == 'test_pose_batch' else 'non-negative'}"
+                                " integer")
+        check_schedule(self.near_schedule, "Cameras.near_schedule", allow_negative=True)
+
+    @property
+    def tracked(self) -> bool:
+        """Whether the log reports pose errors (poses learned, or started off the truth)."""
+        return self.optimize_poses or not np.array_equal(self.initial, self.truth)
+
+    def training_scene(self, scene):
+        """`scene` with the poses the run starts from (the images are shared, not copied)."""
+        return dataclasses.replace(scene, camtoworlds=np.array(self.initial))
+
+    def log_initial_errors(self) -> None:
+        """One log line with the errors of the poses the run starts from, if tracked."""
+        if not self.tracked:
+            return
+        start = poses.pose_errors(self.initial, self.truth)
+        logging.info("initial training poses: %.3f deg mean rotation error, %.4f mean "
+                     "translation error (scene units, after Sim(3) alignment of distinct "
+                     "centres)", start["rotation_deg"], start["translation"])
+
+    # --- parameters ---
+
+    def init_params(self) -> dict | None:
+        """Zero corrections for every training camera (None when poses are not learned)."""
+        if not self.optimize_poses:
+            return None
+        return poses.init_params(self.initial.shape[0], self.optimize_focal)
+
+    def param_group(self) -> ParamGroup:
+        """The corrections' own Adam schedule (no warm-up)."""
+        return ParamGroup(self.pose_lr_init, self.pose_lr_final, warmup=False)
+
+    @staticmethod
+    def split(params: dict) -> tuple:
+        """(model parameters, camera corrections or None) of a state's parameters."""
+        model = {k: v for k, v in params.items() if k != PARAMS}
+        return model, params.get(PARAMS)
+
+    @staticmethod
+    def join(model_params: dict, camera_params) -> dict:
+        """The inverse of `split`."""
+        if camera_params is None:
+            return dict(model_params)
+        return {**model_params, PARAMS: camera_params}
+
+    @staticmethod
+    def param_labels(params: dict) -> dict:
+        """POSE for every leaf of the camera corrections in a state's `params`."""
+        return {PARAMS: jax.tree.map(lambda _: POSE, params[PARAMS])} if PARAMS in params else {}
+
+    # --- rays, inside the train step ---
+
+    def rays(self, camera_params, batch: dict, train_frac, views):
+        """The batch's training rays: cast from its pixels through the corrected `views`
+        cameras when corrections are learned, then their near bounds raised by the schedule
+        (not when `train_frac` is None)."""
+        rays = batch["rays"]
+        if camera_params is not None:
+            rays = poses.corrected_rays(views, camera_params, batch["pixels"],
+                                        rays.cam_idx[..., 0])
+        if self.near_schedule and train_frac is not None:
+            rays = scheduled_near(rays, self.near_schedule, train_frac)
+        return rays
+
+    # --- poses and their errors, on the host ---
+
+    def current(self, params) -> np.ndarray:
+        """The training poses `[N, 3, 4]` a state's parameters hold (the initial ones when
+        poses are not learned)."""
+        camera_params = self.split(params)[1]
+        if camera_params is None:
+            return np.array(self.initial)
+        return poses.current(self.initial, jax.device_get(camera_params))
+
+    def errors(self, params) -> dict:
+        """{'pose_rotation_deg', 'pose_translation'} of the current poses (when tracked)."""
+        if not self.tracked or jax.process_count() > 1 and jax.process_index() != 0:
+            return {}
+        err = poses.pose_errors(self.current(params), self.truth)
+        return {"pose_rotation_deg": err["rotation_deg"], "pose_translation": err["translation"]}
+
+    @staticmethod
+    def describe(stats) -> str:
+        """The pose part of a progress line (empty when not tracked)."""
+        if "pose_rotation_deg" not in stats:
+            return ""
+        return f"  pose {stats['pose_rotation_deg']:.3f} deg {stats['pose_translation']:.4f}"
+
+    def report(self, params) -> tuple:
+        """({'poses': errors before and after}, alignment) of a trained run, for metrics.json."""
+        before = poses.pose_errors(self.initial, self.truth)
+        after = poses.pose_errors(self.current(params), self.truth)
+        report = {"poses": {
+            "rotation_deg_before": before["rotation_deg"],
+            "translation_before": before["translation"],
+            "rotation_deg": after["rotation_deg"], "translation": after["translation"],
+            "rotation_deg_orientation_fit": after["rotation_deg_orientation_fit"],
+            "note": "mean over training views after Sim(3) alignment of camera centres to the "
+                    "truth (none for coinciding centres, e.g. identity poses); translation in "
+                    "scene units (the loader's normalised world); rotation_deg_orientation_fit: "
+                    "after the rotation fitted to the orientations instead (a diagnostic)",
+            "test_pose_steps": self.test_pose_steps}}
+        logging.info("training poses: rotation %.3f -> %.3f deg, translation %.4f -> %.4f "
+                     "(scene units, after Sim(3) alignment of distinct centres); rotation %.3f "
+                     "deg after a fit of the orientations", before["rotation_deg"],
+                     after["rotation_deg"], before["translation"], after["translation"],
+                     after["rotation_deg_orientation_fit"])
+        return report, after["align"]
+
+    @staticmethod
+    def test_poses(scene, align) -> np.ndarray:
+        """The test poses `[N, 3, 4]` of `scene` mapped into the optimised frame by the
+        alignment `report` gives (BARF's protocol)."""
+        return poses.unalign(scene.camtoworlds, align)
+
+    @staticmethod
+    def views(scene, images: bool = False, edges=None) -> views_lib.Views:
+        """Device copies of a split's cameras (and images or edge maps) for the train step."""
+        return views_lib.from_scene(scene, images=images, edges=edges)
+
+    def for_test_view(self, scene, index: int, pose) -> tuple:
+        """(Cameras, Views) that refine test view `index` of `scene` from `pose` `[3, 4]`: one
+        learned correction (no focal scale, no near schedule), at the test-pose rates."""
+        refine = Cameras(optimize_poses=True, pose_lr_init=self.test_pose_lr_init,
+                         pose_lr_final=self.test_pose_lr_final)
+        refine.truth = refine.initial = np.asarray(pose, np.float32)[None]
+        views = self.views(scene).replace(camtoworlds=jnp.asarray(refine.initial),
+                                          intrinsics=jnp.asarray(scene.intrinsics[index:index + 1]),
+                                          distortion=jnp.asarray(
+                                              _distortion(scene)[index:index + 1]))
+        return refine, views
+
+
+def scheduled_near(rays, schedule, train_frac):
+    """`rays` with each near bound raised to the schedule's value at `train_frac`."""
+    from jaxnerf360.schedules import schedule_value
+
+    near = jnp.maximum(rays.near, schedule_value(schedule, train_frac))
+    return rays.replace(near=jnp.minimum(near, rays.far))
+
+
+def _distortion(scene) -> np.ndarray:
+    if scene.distortion is None:
+        return np.zeros_like(scene.intrinsics)
+    return np.asarray(scene.distortion, np.float32)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

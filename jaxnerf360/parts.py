@@ -1,0 +1,51 @@
+"""What every part of the model (sampler, field, head) declares about its own parameters.
+
+A part is a Flax module. Besides being called inside the model, it answers host-side questions
+of the other stages (which optimiser group each of its parameters belongs to, what its state
+is, how it resizes, ...) through plain methods that work on unbound modules. The methods a
+base class lists in `_DECLARATIONS` stay unwrapped by Flax in every subclass, so they may be
+called outside `apply` and may construct other modules.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+
+NETWORK = "net"  # the label of parameters that train at the run's own rate (Config.lr_init)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """Parameters with their own Adam: log-linear learning rate from lr_init to lr_final.
+
+    `warmup` follows the run's warm-up (Config.lr_delay_steps); `eps` None uses
+    Config.adam_eps.
+    """
+
+    lr_init: float
+    lr_final: float
+    warmup: bool = True
+    eps: float | None = None
+
+
+class Part(nn.Module):
+    """Base of samplers, fields and heads: the defaults are those of a plain network."""
+
+    _DECLARATIONS = ("param_labels", "param_groups")
+
+    def __init_subclass__(cls, **kwargs):
+        for name in cls._DECLARATIONS:
+            if callable(cls.__dict__.get(name)):
+                cls.__dict__[name].nowrap = True  # Flax leaves `nowrap` methods as they are
+        super().__init_subclass__(**kwargs)
+
+    @nn.nowrap
+    def param_labels(self, params):
+        """The optimiser group label of every leaf of this part's `params` (same structure)."""
+        return jax.tree.map(lambda _: NETWORK, params)
+
+    @nn.nowrap
+    def param_groups(self) -> dict:
+        """{label: ParamGroup} of the labels `param_labels` uses besides NETWORK."""
+        return {}

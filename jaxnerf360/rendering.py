@@ -1,0 +1,143 @@
+"""Rendering whole images with bounded memory: rays in fixed-size chunks, or tiles for a head.
+
+Without a head every pixel is an independent ray, rendered in chunks of Config.render_chunk_size
+rays. With a head (`heads.py`), the channels of overlapping tiles are rendered first, each
+tile wide enough for the head's receptive field, then the head turns each into output pixels:
+the tiles meet without seams, and the image equals the head applied to the whole image's
+channels at once. With a masking sampler (occupancy grid) a cheap first pass counts the
+counted samples of every chunk, and the field then runs on a buffer sized for the fullest one.
+"""
+
+import math
+
+import jax
+import numpy as np
+
+from jaxnerf360 import parallel
+from jaxnerf360.cameras import Cameras
+from jaxnerf360.data.cameras import View
+from jaxnerf360.model import background_colors
+
+_PER_SAMPLE = ("sdist", "weights", "prop_levels", "overflow")  # not images
+
+
+def split_rays(rays, chunk: int, multiple: int = 1) -> tuple:
+    """([(part, pad), ...], leading shape): `rays` of any leading shape flattened into parts
+    of `chunk` rays (a multiple of `multiple`), the last one padded by repeating its last ray."""
+    shape = rays.origins.shape[:-1]
+    flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[len(shape):]), rays)
+    chunk = max(multiple, chunk - chunk % multiple)
+    parts = []
+    for start in range(0, flat.origins.shape[0], chunk):
+        part = jax.tree.map(lambda x, s=start: x[s:s + chunk], flat)
+        pad = chunk - part.origins.shape[0]
+        if pad:
+            part = jax.tree.map(lambda x, p=pad: np.concatenate([x, np.repeat(x[-1:], p, 0)]),
+                                part)
+        parts.append((part, pad))
+    return parts, shape
+
+
+def join_outputs(outputs: list, parts: list, shape):
+    """The per-part outputs (pytrees of `[chunk, ...]` arrays) unpadded, concatenated and
+    reshaped to the rays' leading `shape`."""
+    trimmed = [jax.tree.map(lambda x, p=pad: np.asarray(x)[:x.shape[0] - p], out)
+               for out, (_, pad) in zip(outputs, parts, strict=True)]
+    return jax.tree.map(lambda *xs: np.concatenate(xs).reshape(tuple(shape) + xs[0].shape[1:]),
+                        *trimmed)
+
+
+def map_rays(fn, rays, chunk: int, multiple: int = 1):
+    """`fn(part)` over fixed-size parts of `rays`, gathered on the host in their shape."""
+    parts, shape = split_rays(rays, chunk, multiple)
+    return join_outputs([jax.device_get(fn(part)) for part, _ in parts], parts, shape)
+
+
+def round_capacity(needed: int, total: int) -> int | None:
+    """A buffer size >= needed, rounded up to 1/32 of `total` (None: no smaller than total)."""
+    quantum = max(1, -(-total // 32))
+    capacity = max(quantum, -(-needed // quantum) * quantum)
+    return None if capacity >= total else capacity
+
+
+def counted_samples(model, state, rays):
+    """(samples the sampler counts, all samples) of `rays` under the state's sampler state."""
+    mask = model.sample_mask(Cameras.split(state.params)[0], rays, state.sampler_state)
+    return jax.numpy.sum(mask), jax.numpy.asarray(mask.size)
+
+
+class Renderer:
+    """Deterministic rendering of rays and whole images (bounded memory), on the mesh."""
+
+    def __init__(self, model, mesh, background: str, chunk: int):
+        self.model, self.chunk = model, int(chunk)
+        self.devices = int(mesh.devices.size)
+        self.buffered = model.sampler().uses_sample_buffer()
+        self.radius, self.upsample = model.head_geometry()
+        repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+        bg_kind = "black" if background == "black" else "white"
+
+        def render(state, rays, capacity):
+            bg = background_colors(bg_kind, rays.origins.shape[:-1])
+            out = model.apply({"params": Cameras.split(state.params)[0]}, None, rays, 1.0, bg,
+                              compute_extras=True, sampler_state=state.sampler_state,
+                              capacity=capacity, apply_head=False)
+            return {k: v for k, v in out.items() if k not in _PER_SAMPLE}
+
+        self._render = jax.jit(render, in_shardings=(repl, data), out_shardings=data,
+                               static_argnums=(2,))
+        self._count = jax.jit(lambda state, rays: counted_samples(model, state, rays),
+                              in_shardings=(repl, data), out_shardings=repl)
+        self._head = jax.jit(lambda state, images: model.apply_head(
+            Cameras.split(state.params)[0], images))
+
+    def _capacity(self, state, parts) -> int | None:
+        if not self.buffered:
+            return None
+        counts = [jax.device_get(self._count(state, part)) for part, _ in parts]
+        return round_capacity(max(int(c[0]) for c in counts), int(counts[0][1]))
+
+    def rays(self, state, rays) -> dict:
+        """Per-ray outputs (numpy, the rays' leading shape) of rays of any leading shape:
+        every composited channel, `acc`, `distance_mean` and `distance_median`; no head."""
+        parts, shape = split_rays(rays, self.chunk, self.devices)
+        capacity = self._capacity(state, parts)
+        outs = [jax.device_get(self._render(state, part, capacity)) for part, _ in parts]
+        return join_outputs(outs, parts, shape)
+
+    def image(self, state, view: View) -> dict:
+        """The image of `view`: `rgb [H, W, 3]` and the per-ray outputs (`[H / k, W / k]` for a
+        head that upsamples by k)."""
+        if self.model.head is None:
+            return self.rays(state, view.rays())
+        return self._tiled(state, view.coarse(self.upsample))
+
+    def _tiled(self, state, view: View) -> dict:
+        """Tiles of `side` ray pixels, rendered with a margin of the head's radius."""
+        r, k = self.radius, self.upsample
+        side = max(1, math.isqrt(self.chunk) - 2 * r)
+        size = side + 2 * r
+        corners = [(top, left) for top in range(0, view.height, side)
+                   for left in range(0, view.width, side)]
+        windows = [split_rays(view.window_rays(top - r, left - r, size, size), size * size,
+                              self.devices)[0] for top, left in corners]
+        capacity = self._capacity(state, [p for parts in windows for p in parts])
+        rows = -(-view.height // side) * side
+        cols = -(-view.width // side) * side
+        out, scales = {}, {}
+        for (top, left), parts in zip(corners, windows, strict=True):
+            flat = join_outputs([jax.device_get(self._render(state, part, capacity))
+                                 for part, _ in parts], parts, (1, size, size))
+            head = jax.device_get(self._head(state, flat))  # [1, side k, side k, ...]
+            tiles = {name: (np.asarray(v)[0, r:r + side, r:r + side], 1)
+                     for name, v in flat.items()}
+            tiles.update({name: (np.asarray(v)[0], k) for name, v in head.items()})
+            for name, (value, scale) in tiles.items():
+                if name not in out:
+                    out[name] = np.zeros((rows * scale, cols * scale) + value.shape[2:],
+                                         value.dtype)
+                    scales[name] = scale
+                out[name][top * scale:(top + side) * scale,
+                          left * scale:(left + side) * scale] = value
+        return {name: value[:view.height * scales[name], :view.width * scales[name]]
+                for name, value in out.items()}

@@ -1,0 +1,171 @@
+"""The train state and the jit-compiled train step: rays -> model -> objective -> update.
+
+One step reads, in one direction: the cameras cast the batch's rays (through learned
+corrections when there are some), the supervision gives the target colours and pixel weights,
+the model renders, the objective sums its terms, and the optimiser updates every parameter
+group. Everything a step needs beyond the state and the batch is fixed when it is built
+(`make_loss_fn`); `make_train_step` jit-compiles it, data-parallel over the mesh.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnerf360 import metrics, optim, parallel
+from jaxnerf360.cameras import Cameras
+from jaxnerf360.data.scene import Rays
+from jaxnerf360.model import FIELD, background_colors
+from jaxnerf360.objective import LossInputs
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint holds: the step, the parameters and the optimiser state."""
+
+    step: jnp.ndarray
+    params: Any  # the model's ({'sampler', 'field'[, 'head']}) and the cameras' corrections
+    opt_state: Any
+    sampler_state: Any = None  # the sampler's state (an occupancy grid), or None
+
+
+def dummy_rays(shape) -> Rays:
+    """Rays of leading `shape` that initialise a model (any valid rays would do)."""
+    n = int(np.prod(shape))
+    ones = jnp.ones((n, 1))
+    dirs = jnp.tile(jnp.array([[0.0, 0.0, -1.0]]), (n, 1))
+    rays = Rays(origins=jnp.zeros((n, 3)), directions=dirs, viewdirs=dirs, radii=0.01 * ones,
+                near=2.0 * ones, far=6.0 * ones, cam_idx=jnp.zeros((n, 1), jnp.int32))
+    return jax.tree.map(lambda x: x.reshape(tuple(shape) + x.shape[1:]), rays)
+
+
+def init_state(model, tx: optax.GradientTransformation, seed: int,
+               camera_params: dict | None = None) -> TrainState:
+    """Fresh parameters, optimiser and sampler state (identical on every process for one seed).
+
+    A model with a head is initialised on one patch just wide enough for its receptive field.
+    """
+    radius, _ = model.head_geometry()
+    shape = (4,) if model.head is None else (1, 2 * radius + 1, 2 * radius + 1)
+    params = model.init(jax.random.PRNGKey(seed), jax.random.PRNGKey(1), dummy_rays(shape), 0.0,
+                        jnp.ones(shape + (3,)))["params"]
+    params = Cameras.join(params, camera_params)
+    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                      sampler_state=model.sampler().init_state(model.scene_kind))
+
+
+def resized(state, field, resolution):
+    """The state with the field's grid factors, and their optimiser moments, resampled to
+    `resolution` by the field (`Field.resize_leaf`); every other leaf unchanged."""
+    def resizer(moment):
+        def resize(path, leaf):
+            keys = [getattr(k, "key", None) for k in path]
+            if FIELD not in keys:
+                return leaf
+            inner = tuple(keys[keys.index(FIELD) + 1:])
+            return field.resize_leaf(inner, leaf, resolution, moment=moment)
+        return resize
+
+    return state.replace(
+        params=jax.tree_util.tree_map_with_path(resizer(False), state.params),
+        opt_state=jax.tree_util.tree_map_with_path(resizer(True), state.opt_state))
+
+
+def batch_dict(batch, alpha) -> dict:
+    """The train step's batch: rays, rgb, alpha (ones where the images have none), pixels."""
+    rgb = np.asarray(batch.rgb, np.float32)
+    if alpha is None:
+        alpha = np.ones(rgb.shape[:-1] + (1,), np.float32)
+    pixels = batch.pixels
+    if pixels is None:
+        pixels = np.zeros(batch.rays.origins.shape[:-1] + (2,), np.float32)
+    return {"rays": batch.rays, "rgb": rgb, "alpha": np.asarray(alpha, np.float32),
+            "pixels": np.asarray(pixels, np.float32)}
+
+
+def center_crop(x, height: int, width: int):
+    """The central `[..., height, width, C]` of images `x [..., H, W, C]`."""
+    top, left = (x.shape[-3] - height) // 2, (x.shape[-2] - width) // 2
+    return x[..., top:top + height, left:left + width, :]
+
+
+def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
+                 capacity: int | None = None, deterministic: bool = False):
+    """`loss_fn(params, state, batch, rng, views) -> (total, stats)` for one batch.
+
+    `groups` are the declared parameter groups (for the terms' learning-rate ratios);
+    `capacity` the static sample-buffer size of a masking sampler; `deterministic` renders
+    the finished field (no jitter, train_frac 1, the fixed background): test-pose refinement.
+    """
+    def loss_fn(params, state, batch, rng, views):
+        key_render, key_bg, key_blur = jax.random.split(rng, 3)
+        if deterministic:
+            train_frac, key_render, key_bg = jnp.asarray(1.0), None, None
+        else:
+            train_frac = jnp.clip(state.step / config.max_steps, 0.0, 1.0)
+        model_params, camera_params = Cameras.split(params)
+        rays = cameras.rays(camera_params, batch, train_frac, views)
+        bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
+        target = supervision.target(views, batch, train_frac, key_blur)
+        if target.shape == bg.shape:
+            # Images were composited on the fixed background at load time; re-composite the
+            # target onto this step's background where alpha says the background shows.
+            fixed = jnp.asarray(0.0 if config.background == "black" else 1.0)
+            target = target + (1.0 - batch["alpha"]) * (bg - fixed)
+        out = model.apply({"params": model_params}, key_render, rays, train_frac, bg,
+                          sampler_state=state.sampler_state, capacity=capacity,
+                          spectral_control=supervision.enabled)
+        if out["rgb"].shape != target.shape:  # a head consumed a margin or upsampled
+            target = center_crop(target, *out["rgb"].shape[-3:-1])
+        inputs = LossInputs(
+            outputs=out, batch=batch, target=target,
+            pixel_weights=supervision.pixel_weights(views, batch, state.step, train_frac),
+            params=model_params, field_params=model_params.get(FIELD, {}), step=state.step,
+            train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step))
+        total, parts = objective(inputs)
+        mse = jnp.mean(jnp.square(out["rgb"] - target))
+        return total, {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),
+                       "overflow": out["overflow"]}
+
+    return loss_fn
+
+
+class TrainStep:
+    """A compiled train step `(state, batch, key) -> (state, stats)` and its device data."""
+
+    def __init__(self, jitted, mesh, views=None):
+        self._jitted, self._mesh = jitted, mesh
+        self.views = None if views is None else parallel.replicate(views, mesh)
+
+    def __call__(self, state, batch, key):
+        """One step."""
+        return self._jitted(state, batch, key, self.views)
+
+    def with_views(self, views) -> "TrainStep":
+        """The same compiled step on other device data of the same shapes."""
+        return TrainStep(self._jitted, self._mesh, views)
+
+
+def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None) -> TrainStep:
+    """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
+
+    `views` (device data: cameras, images, edge maps) is replicated and passed to every call;
+    `lr_schedule` (step -> lr) is logged as `lr`.
+    """
+    def train_step(state, batch, key, views):
+        rng = jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, stats), grads = grad_fn(state.params, state, batch, rng, views)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if lr_schedule is not None:
+            stats["lr"] = lr_schedule(state.step)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
+
+    repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    step = jax.jit(train_step, in_shardings=(repl, data, repl, repl),
+                   out_shardings=(repl, repl), donate_argnums=(0,))
+    return TrainStep(step, mesh, views)

@@ -1,0 +1,295 @@
+"""One training run, assembled from its stages: what `train` loops over, and what the
+benchmark and the tests build.
+
+`Training(config, scene, mesh)` puts the stages together in the order data flows: the cameras
+(initial poses, learned corrections), the model (sampler, field, head), the supervision and
+the objective, the optimiser with the groups the owners declare, the state, the between-step
+events and the cache of compiled train steps. `start` makes the batcher (and replays the
+events of a resumed run), `before_step` applies what is due, `step` is the current compiled
+train step `(state, batch, key) -> (state, stats)`.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxnerf360 import checkpoints, compressed, events, objective, optim, parallel
+from jaxnerf360.cameras import POSE, Cameras
+from jaxnerf360.data.batching import PatchBatcher, RayBatcher
+from jaxnerf360.data.cameras import image_rays
+from jaxnerf360.errors import UserError
+from jaxnerf360.model import FIELD, HEAD, Model
+from jaxnerf360.rendering import counted_samples, map_rays
+from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
+from jaxnerf360.train_step import (
+    batch_dict,
+    init_state,
+    make_loss_fn,
+    make_train_step,
+    resized,
+)
+
+_PROBE_SEED = 7919  # the capacity probes' batches are drawn apart from the training batches
+
+
+class Training:
+    """The stages of one run on one training split, and its state."""
+
+    def __init__(self, config, scene, mesh):
+        self.config, self.mesh = config, mesh
+        self.cameras = Cameras(scene, seed=config.seed)
+        self.scene = self.cameras.training_scene(scene)  # the poses the run starts from
+        self.model, self.groups, self.tx = assemble(config, scene.kind, self.cameras)
+        self.field = self.model.parts()[FIELD]
+        self.supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
+        self.views = None
+        if self.cameras.optimize_poses or self.supervision.needs_images or \
+                self.supervision.needs_edges:
+            self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
+                                            edges=self.supervision.edge_maps(scene.images))
+        self.objective = objective.build(config, self.field.regularizers())
+        self.patch_size = _check_patches(config, self.model)
+        state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
+        self.state = parallel.replicate(state, mesh)
+        self.spectral_end = spectral_end_step(config, self.field, self.supervision)
+        self.events = events.for_run(self)
+        self.capacity = None
+        self.kept = None  # bool [N, H, W] training rays kept by the ray filter
+        self.batcher = None
+        self._steps = events.StepCache(self._build_step)
+        self.step = self._steps.get(capacity=None, spectral=self._spectral(0))
+
+    # --- parameters ---
+
+    @staticmethod
+    def model_params(state) -> dict:
+        """The model's own parameters of a state (without the camera corrections)."""
+        return Cameras.split(state.params)[0]
+
+    def field_params(self, state) -> dict:
+        """The field's parameters of a state."""
+        return self.model_params(state).get(FIELD)
+
+    # --- checkpoints, batches and events ---
+
+    def restore(self, mgr) -> bool:
+        """Restores the latest checkpoint into `state` (its grids at the resolution of its
+        step); False when there is none."""
+        step = mgr.latest_step()
+        if step is None:
+            return False
+        self.state = restore_at(mgr, self.state, self.field, self.config.checkpoint_dir)
+        return True
+
+    def make_batcher(self, seed: int, start_step: int = 0, process_index: int = 0,
+                     process_count: int = 1):
+        """A batcher of this run's kind (pixels, or patches for a head)."""
+        if self.patch_size:
+            radius, _ = self.model.head_geometry()
+            return PatchBatcher(self.scene, self.config.batch_size // self.patch_size**2,
+                                self.patch_size + 2 * radius, seed=seed,
+                                process_index=process_index, process_count=process_count,
+                                start_step=start_step)
+        return RayBatcher(self.scene, self.config.batch_size, seed=seed,
+                          process_index=process_index, process_count=process_count,
+                          start_step=start_step)
+
+    def start(self) -> None:
+        """The batcher from the state's step, and what the events decided before it."""
+        step = int(self.state.step)
+        self.batcher = self.make_batcher(self.config.seed, step, jax.process_index(),
+                                         jax.process_count())
+        for event in self.events:
+            event.replay(self, self.state)
+        self.step = self._current_step()
+
+    def next_batch(self):
+        """The next global batch, on the mesh."""
+        return parallel.to_global(batch_dict(*self.batcher.next_with_alpha()), self.mesh)
+
+    def before_step(self) -> None:
+        """Applies the events due before the state's step (re-making the step if needed)."""
+        step = int(self.state.step)
+        recompile = False
+        for event in self.events:
+            if step in event.steps:
+                self.state = event.apply(self, self.state)
+                recompile |= event.recompile
+        if recompile:
+            self.step = self._current_step()
+
+    def grow_buffer(self, overflow: int) -> None:
+        """The step re-sized after a step dropped `overflow` counted samples.
+
+        Called at print steps. Batches vary, and rays cast from cameras being optimised
+        cross more of the scene as the poses settle, so probe batches can under-count.
+        """
+        self.step = self._current_step(at_least=(self.capacity or 0) + overflow)
+
+    def filter_rays(self, state) -> None:
+        """TensoRF's ray filter: from now on draw only training rays with a counted sample."""
+        if self.cameras.optimize_poses:  # the rays still move: keep every one
+            events.log_change("training rays kept", int(state.step), "poses are being optimised")
+            return
+        hits = jax.jit(lambda st, rays: counted_hits(self.model, st, rays))
+        self.kept = np.stack([map_rays(lambda part: hits(state, part), image_rays(self.scene, i),
+                                       8192) for i in range(self.scene.num_images)])
+        kept = self.batcher.keep_only(self.kept)
+        events.log_change("training rays filtered", int(state.step),
+                          f"{kept} of {self.kept.size} reach occupied space")
+
+    # --- compiled steps ---
+
+    def _spectral(self, step: int) -> bool:
+        """Whether the train step at `step` still needs the spectral-control code."""
+        return self.spectral_end is None or step < self.spectral_end
+
+    def _build_step(self, capacity, spectral):
+        supervision = self.supervision if spectral else self.supervision.disabled()
+        loss_fn = make_loss_fn(self.model, self.cameras, supervision, self.objective,
+                               self.config, self.groups, capacity)
+        return make_train_step(loss_fn, self.tx, self.mesh, self.views,
+                               optim.schedule_from_config(self.config))
+
+    def _current_step(self, at_least: int = 0):
+        """The compiled step for the state's step: spectral phase and sample buffer."""
+        spectral = self._spectral(int(self.state.step))
+        if not self.model.sampler().uses_sample_buffer():
+            return self._steps.get(capacity=None, spectral=spectral)
+        probe = self.make_batcher(self.config.seed + _PROBE_SEED)
+        if self.kept is not None:
+            probe.keep_only(self.kept)
+        count = jax.jit(lambda st, rays: counted_samples(self.model, st, rays))
+        batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
+        self.capacity = events.estimate_capacity(lambda rays: count(self.state, rays), batches,
+                                                 at_least)
+        logging.info("occupied-sample buffer: %s", self.capacity or "all samples")
+        return self._steps.get(capacity=self.capacity, spectral=spectral)
+
+    def _probe_rays(self, batch):
+        # With poses being optimised the train step casts rays from the corrected cameras,
+        # which cross the scene box differently from the initial ones.
+        camera_params = Cameras.split(jax.device_get(self.state.params))[1]
+        if camera_params is None:
+            return batch.rays
+        return self.cameras.rays(camera_params, {"rays": batch.rays,
+                                                 "pixels": jnp.asarray(batch.pixels)},
+                                 None, self.views)
+
+
+def assemble(config, scene_kind: str, cameras) -> tuple:
+    """(model, parameter groups, optimiser) of a run: the groups its owners declare."""
+    model = Model(scene_kind=scene_kind)
+    check_pose_support(cameras, model.parts())
+    groups = model.param_groups()
+    if cameras.optimize_poses:
+        groups[POSE] = cameras.param_group()
+
+    def labels(params):
+        model_params, _ = Cameras.split(params)
+        return {**model.param_labels(model_params), **Cameras.param_labels(params)}
+
+    return model, groups, optim.make_optimizer(config, groups, labels)
+
+
+def restore_at(mgr, state, field, checkpoint_dir: str):
+    """The latest checkpoint restored into `state`'s structure, the field's grids first
+    resized to the resolution of its step; None when there is none."""
+    step = mgr.latest_step()
+    if step is None:
+        return None
+    resolution = field.resolution_at(step)
+    if resolution is not None and resolution != field.grid_resolution():
+        state = resized(state, field, resolution)
+    return checkpoints.restore_latest(mgr, state, checkpoint_dir)
+
+
+def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tuple:
+    """(model, state) of the trained run in Config.checkpoint_dir, for rendering.
+
+    `num_cameras` is the number of training views, needed when the run learned their poses.
+    """
+    cameras = Cameras()
+    model, _, tx = assemble(config, scene_kind, cameras)
+    camera_params = None
+    if cameras.optimize_poses:
+        from jaxnerf360 import poses
+
+        camera_params = poses.init_params(num_cameras, cameras.optimize_focal)
+    state = parallel.replicate(init_state(model, tx, config.seed, camera_params), mesh)
+    mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
+    restored = restore_at(mgr, state, model.parts()[FIELD], config.checkpoint_dir)
+    if restored is None:
+        raise UserError(f"{config.checkpoint_dir}: no checkpoint found; train first with "
+                        "python -m jaxnerf360.train")
+    return model, restored
+
+
+def load_trained(config, scene, mesh, compressed_path: str | None = None,
+                 train_scene=None) -> tuple:
+    """(model, state) of the trained run in `config`, or of a compressed scene file.
+
+    `train_scene` (the training split) is needed when the run learned its poses.
+    """
+    if compressed_path:
+        return compressed.restore(compressed_path, scene.kind, mesh)
+    views = 0 if train_scene is None else train_scene.num_images
+    return restore_trained(config, scene.kind, mesh, views)
+
+
+def setup(config, scene, mesh) -> Training:
+    """The run of `config` on the training split `scene`, started at step 0."""
+    run = Training(config, scene, mesh)
+    run.start()
+    return run
+
+
+def counted_hits(model, state, rays):
+    """`[...]` bool: whether each ray has a counted sample (TensoRF's ray filtering)."""
+    mask = model.sample_mask(Cameras.split(state.params)[0], rays, state.sampler_state)
+    return jax.numpy.any(mask, -1)
+
+
+def spectral_end_step(config, field, supervision) -> int | None:
+    """The first step (`state.step`) from which spectral control changes nothing.
+
+    None when no control is on. From that step the train step can be compiled without the
+    filters, blurred targets and edge weights, which otherwise stay in the compiled step
+    behind `lax.cond` (their wide static kernels cost compile time at every later change).
+    """
+    if not config.spectral_control:
+        return None
+    end = max(field.spectral_end(), supervision.end_fraction())
+    if end == 0 or math.isinf(end):
+        return None
+    return math.ceil(end * config.max_steps - 1e-9)
+
+
+def check_pose_support(cameras, parts: dict) -> None:
+    """Pose optimisation needs a field and sampler that pass gradients to the rays."""
+    if not cameras.optimize_poses:
+        return
+    for key, part in parts.items():
+        if key != HEAD and not part.supports_pose_optimization:
+            raise UserError(f"Cameras.optimize_poses needs a field and sampler whose samples "
+                            f"follow the rays with gradients; {type(part).__name__} does not "
+                            "declare supports_pose_optimization (use MLPField or TensoRFField "
+                            "with ProposalSampler or OccupancySampler)")
+
+
+def _check_patches(config, model) -> int:
+    """Config.patch_size, checked against the head: 0 means independent pixels."""
+    size = config.patch_size
+    if model.head is not None and size <= 0:
+        raise UserError("Model.head renders image patches; set Config.patch_size to the "
+                        "output patch side (e.g. 32)")
+    if size and model.head_geometry()[1] != 1:
+        raise UserError("training a head that upsamples is not supported yet; use a head "
+                        "with upsample() == 1")
+    if size and config.batch_size % (size * size):
+        raise UserError(f"Config.batch_size={config.batch_size} must be a multiple of "
+                        f"Config.patch_size^2={size * size} (whole patches per step)")
+    return size
