@@ -1,16 +1,21 @@
 """Orbax checkpoints and the gin config saved beside them."""
 
+import ast
+import json
 import os
 import re
+import sys
 
 import gin
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from jaxnerf360 import renamed
 from jaxnerf360.errors import UserError
 
 CONFIG_NAME = "config.gin"
+DATA_NAME = "data.json"  # what the run trains on: image count and size, to check on resume
 
 # Bindings that may change between a run and its resumption without changing the model.
 _RESUMABLE = re.compile(
@@ -40,32 +45,124 @@ def save(mgr: ocp.CheckpointManager, step: int, state) -> None:
     mgr.wait_until_finished()
 
 
-def restore_latest(mgr: ocp.CheckpointManager, state, checkpoint_dir: str):
-    """Restores the latest checkpoint into the structure of `state`; None if there is none."""
-    step = mgr.latest_step()
-    if step is None:
-        return None
+class DamagedCheckpoint(Exception):
+    """A saved step that cannot be read (truncated, zeroed or missing files): not the user's
+    config at fault, and an intact earlier step may still be there."""
+
+
+# Orbax's words when a readable checkpoint holds another tree or other shapes than the target.
+_MISMATCH = ("Structure mismatch", "not compatible with the stored shape", "Requested shape")
+
+
+def _damage(step_dir: str) -> str | None:
+    """Why the files of a saved step cannot be what orbax wrote, or None if they can."""
+    item = os.path.join(step_dir, "default")
+    if not os.path.isdir(item):
+        return "its default/ folder is missing"
+    metadata = os.path.join(item, "_METADATA")
+    if not os.path.isfile(metadata):
+        return "its default/_METADATA file is missing"
+    try:
+        with open(metadata, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return "its default/_METADATA file is damaged"
+    return None
+
+
+def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: str):
+    """The checkpoint at `step` restored into the structure of `state`.
+
+    Raises DamagedCheckpoint when its files cannot be read, UserError when they can but hold
+    another model (a config mismatch).
+    """
+    step_dir = os.path.join(mgr.directory, str(step))
+    damage = _damage(step_dir)
+    if damage:
+        raise DamagedCheckpoint(damage)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _stored(state))
     try:
-        stored = mgr.restore(step, args=ocp.args.StandardRestore(target))
-        return state.replace(step=stored["step"], params=stored["params"],
-                             opt_state=stored["opt_state"], sampler_state=stored["occupancy"])
-    except (ValueError, KeyError, TypeError) as e:
+        with _QuietUnraisable():
+            stored = mgr.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax and tensorstore raise plain Exceptions on unreadable data
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"{checkpoint_dir}: the checkpoint at step {step} does not fit this model ({first}); "
-            "use a new Config.checkpoint_dir or the config it was trained with"
-        ) from None
+        if any(words in str(e) for words in _MISMATCH):
+            raise UserError(
+                f"{checkpoint_dir}: the checkpoint at step {step} does not fit this model "
+                f"({first}); use a new Config.checkpoint_dir or the config it was trained with"
+            ) from None
+        raise DamagedCheckpoint(f"its data cannot be read ({first})") from None
+    return state.replace(step=stored["step"], params=stored["params"],
+                         opt_state=stored["opt_state"], sampler_state=stored["occupancy"])
+
+
+def set_aside(mgr: ocp.CheckpointManager, step: int, reason: str) -> str:
+    """Moves a damaged step's folder to `<step>.damaged` (never deletes it), so the next save
+    of that step does not collide, and says so in one warning line; returns the new path."""
+    source = os.path.join(mgr.directory, str(step))
+    target, n = f"{source}.damaged", 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{source}.damaged.{n}"
+    if jax.process_index() == 0:
+        os.rename(source, target)
+    mgr.reload()
+    logging.warning("checkpoint at step %d is damaged (%s): moved aside to %s; trying the "
+                    "step before it", step, reason, target)
+    return target
+
+
+def restore_newest_intact(mgr: ocp.CheckpointManager, state_at, checkpoint_dir: str):
+    """The newest checkpoint that can be read, restored into `state_at(step)` (the state's
+    structure at that step); damaged steps are set aside. None when there is none at all;
+    UserError when every step is damaged."""
+    steps = sorted(mgr.all_steps(), reverse=True)
+    damaged = []
+    for step in steps:
+        try:
+            restored = restore_step(mgr, step, state_at(step), checkpoint_dir)
+        except DamagedCheckpoint as e:
+            damaged.append(set_aside(mgr, step, str(e)))
+            continue
+        if damaged:
+            logging.warning("restored step %d, the newest intact checkpoint in %s", step,
+                            checkpoint_dir)
+        return restored
+    if damaged:
+        raise UserError(f"{checkpoint_dir}: no intact checkpoint: every saved step is damaged "
+                        f"(moved aside to {', '.join(damaged)}); start afresh with a new "
+                        "Config.checkpoint_dir")
+    return None
+
+
+class _QuietUnraisable:
+    """Drops the 'Exception ignored' reports of orbax's pending reads after a failed restore
+    (the failure itself is raised and reported)."""
+
+    def __enter__(self):
+        self._hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: None
+
+    def __exit__(self, *exc):
+        import gc
+
+        gc.collect()  # collect the abandoned reads while their reports are still dropped
+        sys.unraisablehook = self._hook
+        return False
 
 
 def _model_bindings(text: str) -> list:
-    lines = []
+    # gin wraps a long value onto indented lines after a trailing backslash: one binding each
+    bindings = []
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or stripped.startswith("#") or _RESUMABLE.match(stripped):
+        if not stripped or stripped.startswith("#"):
             continue
-        lines.append(stripped)
-    return lines
+        if bindings and (line[:1].isspace() or bindings[-1].endswith("\\")):
+            bindings[-1] = bindings[-1].rstrip("\\").rstrip() + " " + stripped
+        else:
+            bindings.append(stripped)
+    return [b for b in bindings if not _RESUMABLE.match(b)]
 
 
 def check_and_save_config(checkpoint_dir: str, write: bool = True) -> None:
@@ -101,3 +198,48 @@ def read_run_config(checkpoint_dir: str) -> str:
         )
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def saved_data_dir(checkpoint_dir: str) -> str | None:
+    """The Config.data_dir of the run saved in `checkpoint_dir` (None if there is none)."""
+    path = os.path.join(checkpoint_dir, CONFIG_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        match = re.search(r"^Config\.data_dir\s*=\s*(.+)$", f.read(), re.MULTILINE)
+    try:
+        return None if match is None else str(ast.literal_eval(match.group(1).strip()))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def check_data(checkpoint_dir: str, data_dir: str, previous_dir: str | None, scene,
+               write: bool = True) -> None:
+    """Records what a run trains on, and on resume checks the data still fits it.
+
+    Resuming with another Config.data_dir (moved data) is allowed, with a warning line; a
+    training split with another image count or size than the run's is refused.
+    """
+    path = os.path.join(checkpoint_dir, DATA_NAME)
+    summary = {"num_images": scene.num_images, "width": scene.width, "height": scene.height}
+    moved = previous_dir is not None and os.path.abspath(previous_dir) != os.path.abspath(
+        data_dir)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        if before != summary:
+            raise UserError(
+                f"{data_dir} holds {summary['num_images']} training images of "
+                f"{summary['width']}x{summary['height']}, but the run in {checkpoint_dir} "
+                f"trained on {before['num_images']} of {before['width']}x{before['height']}; "
+                "resume with the data it was trained on, or use a new Config.checkpoint_dir")
+    if moved:
+        match = "the same image count and size" if os.path.exists(path) else (
+            "its image count and size could not be checked (no record from before)")
+        logging.warning("Config.data_dir changed from %s to %s since the run started: %s",
+                        previous_dir, data_dir, match)
+    if write and not os.path.exists(path):
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(summary, f)
+

@@ -1,6 +1,8 @@
 """What every entry point shares: flag parsing, clean errors, process setup."""
 
+import errno
 import logging as logging_std
+import os
 import sys
 
 from absl import app, flags, logging
@@ -44,8 +46,40 @@ def run(main) -> None:
             logging.flush()
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:
+            if not _is_user_path(e.filename):
+                raise  # an internal error, a bug to report: keep its traceback
+            logging.flush()
+            print(f"error: {describe_os_error(e)}", file=sys.stderr)
+            sys.exit(2)
 
     app.run(wrapped)
+
+
+_OPERATIONS = {FileNotFoundError: "find", PermissionError: "access", IsADirectoryError:
+               "use as a file", NotADirectoryError: "use as a folder", FileExistsError:
+               "create"}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error on a path the user gave: the operation and the path."""
+    operation = _OPERATIONS.get(type(error), "read or write")
+    if error.errno == errno.ENOSPC:
+        operation = "write"
+    target = f"{error.filename} -> {error.filename2}" if error.filename2 else error.filename
+    return (f"cannot {operation} {target}: {error.strerror or type(error).__name__}; check the "
+            "path and its permissions")
+
+
+def _is_user_path(path) -> bool:
+    """Whether an OSError's path is the user's (not inside the installed code or Python): the
+    line between a bad input (one line) and an internal error (a traceback)."""
+    if path is None:
+        return False
+    full = os.path.realpath(os.fspath(path))
+    code = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
+                                          os.path.dirname(os.path.abspath(__file__)))]
+    return not any(full == c or full.startswith(c + os.sep) for c in code)
 
 
 def load_run(check_dirs: bool = True):

@@ -59,6 +59,9 @@ def main(_):
     """Entry point."""
     if not flags.FLAGS.out:
         raise UserError("--out is not set; add --out=path/to/scene.jnrf")
+    if os.path.isdir(flags.FLAGS.out):
+        raise UserError(f"--out={flags.FLAGS.out} is a directory; give the path of the file to "
+                        "write, e.g. --out=scene.jnrf")
     if not flags.FLAGS.checkpoint_dir:
         raise UserError("--checkpoint_dir is not set; name the trained run to compress")
     logging.set_verbosity(logging.WARNING)

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import re
+import tokenize
 
 import gin
 from absl import flags
@@ -95,6 +96,9 @@ def _first_line(error: Exception) -> str:
 
 def _gin_error(error: Exception) -> UserError:
     """One clear line for a gin error; a moved binding names where it lives now."""
+    if isinstance(error, tokenize.TokenError):
+        return UserError("bad gin config or binding: a bracket or quote is never closed; check "
+                         "the gin files and --gin_bindings")
     text = str(error)
     match = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text)
     moved = match and renamed.new_name(match.group(1), match.group(2))
@@ -106,21 +110,47 @@ def _gin_error(error: Exception) -> UserError:
     return UserError(f"bad gin config or binding: {_first_line(error)}")
 
 
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.MULTILINE)
+
+
+def _resolve_includes(path: str, seen: set) -> None:
+    """Lets gin find every file `path` includes, beside the including file or in the current
+    folder, down the whole chain; a missing one is one line naming both files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    gin.add_config_file_search_path(folder)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"gin config {path}: cannot read it ({e})") from None
+    for name in _INCLUDE.findall(text):
+        found = next((c for c in (os.path.join(folder, name), os.path.abspath(name))
+                      if os.path.isfile(c)), None)
+        if found is None:
+            raise UserError(f"gin config {path} includes {name!r}, which is neither beside it "
+                            f"({folder}) nor in the current folder ({os.getcwd()})")
+        if found not in seen:
+            seen.add(found)
+            _resolve_includes(found, seen)
+
+
 def parse_gin(configs, bindings) -> None:
     """Parses gin files and bindings, turning gin's errors into one clear line."""
     import_registering_modules()
     configs = list(configs or [])
+    seen = set()
     for path in configs:
         if not os.path.isfile(path):
             raise UserError(f"gin config {path!r} does not exist; see configs/ for the choices")
-        # `include 'x.gin'` inside a config resolves beside the including file.
-        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+        _resolve_includes(path, seen)
     try:
         gin.parse_config_files_and_bindings(
             configs, list(bindings or []), skip_unknown=False, finalize_config=False
         )
-    except (ValueError, NameError, KeyError, TypeError, SyntaxError) as e:
+    except (ValueError, NameError, KeyError, TypeError, SyntaxError, tokenize.TokenError) as e:
         raise _gin_error(e) from None
+    except OSError as e:  # a file gin could not open after all
+        raise UserError(f"bad gin config: {_first_line(e)}") from None
 
 
 def parse_saved(text: str, what: str) -> None:
@@ -128,8 +158,12 @@ def parse_saved(text: str, what: str) -> None:
     import_registering_modules()
     try:
         gin.parse_config(renamed.migrate(text))
-    except (ValueError, NameError, KeyError, TypeError, SyntaxError) as e:
-        raise UserError(f"{what}: its gin config does not parse here ({_first_line(e)})") from None
+    except (ValueError, NameError, KeyError, TypeError, SyntaxError, OSError,
+            tokenize.TokenError) as e:  # an unclosed bracket reaches us as the tokenizer's error
+        why = ("a bracket or quote is never closed" if isinstance(e, tokenize.TokenError)
+               else _first_line(e))
+        raise UserError(f"{what}: its saved gin config does not parse here ({why}); fix or "
+                        "replace it") from None
 
 
 def load(gin_configs=None, bindings=None, checkpoint_dir: str | None = None,
@@ -156,7 +190,11 @@ def load(gin_configs=None, bindings=None, checkpoint_dir: str | None = None,
     elif checkpoint_dir:
         from jaxnerf360 import checkpoints
 
-        parse_saved(checkpoints.read_run_config(checkpoint_dir), checkpoint_dir)
+        if gin_configs:
+            raise UserError("--checkpoint_dir names a run, which carries its own config: drop "
+                            "--gin_configs (--gin_bindings still apply)")
+        parse_saved(checkpoints.read_run_config(checkpoint_dir),
+                    os.path.join(checkpoint_dir, checkpoints.CONFIG_NAME))
         parse_gin([], bindings)
         config = Config(checkpoint_dir=checkpoint_dir)
     else:

@@ -26,7 +26,7 @@ from jaxnerf360.parts import Part
 class Head(Part):
     """Base of every head: the declarations below are those of a per-pixel head."""
 
-    _DECLARATIONS = Part._DECLARATIONS + ("receptive_radius", "upsample", "output_size")
+    _DECLARATIONS = Part._DECLARATIONS + ("receptive_radius", "upsample")
 
     @nn.nowrap
     def receptive_radius(self) -> int:
@@ -37,11 +37,6 @@ class Head(Part):
     def upsample(self) -> int:
         """Output pixels per input pixel along each axis."""
         return 1
-
-    @nn.nowrap
-    def output_size(self, size: int) -> int:
-        """Output pixels along an axis of `size` input pixels."""
-        return (size - 2 * self.receptive_radius()) * self.upsample()
 
     def __call__(self, images: dict) -> dict:
         """`{name: [B, H, W, C]}` composited channels -> `{'rgb': [B, H', W', 3], ...}`."""

@@ -14,6 +14,7 @@ from jaxnerf360 import camera_paths, cli, outputs, parallel
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import View
+from jaxnerf360.errors import UserError
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.training import load_trained
 
@@ -61,7 +62,10 @@ def render_path(config, n_frames=None, compressed_path: str | None = None) -> st
 
 def main(_):
     """Entry point."""
-    render_path(cli.load_run(), flags.FLAGS.frames, flags.FLAGS.compressed)
+    frames = flags.FLAGS.frames
+    if frames is not None and frames <= 0:  # checked before anything loads
+        raise UserError(f"--frames={frames} must be a positive number of frames")
+    render_path(cli.load_run(), frames, flags.FLAGS.compressed)
 
 
 if __name__ == "__main__":

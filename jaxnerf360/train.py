@@ -6,12 +6,13 @@ import time
 
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from jaxnerf360 import checkpoints, cli, configs, parallel, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import check_batch_divisible
 from jaxnerf360.data.cameras import scene_view
+from jaxnerf360.errors import UserError
 from jaxnerf360.rendering import Renderer
 
 
@@ -55,9 +56,12 @@ def train(config: configs.Config):
     """Trains (or resumes) the run that `config` describes; returns the final state."""
     mesh = parallel.make_mesh()
     check_batch_divisible(config.batch_size, jax.device_count())
+    previous_data = checkpoints.saved_data_dir(config.checkpoint_dir)
     checkpoints.check_and_save_config(config.checkpoint_dir, write=jax.process_index() == 0)
 
     scene = load_split(config, "train")
+    checkpoints.check_data(config.checkpoint_dir, config.data_dir, previous_data, scene,
+                           write=jax.process_index() == 0)
     test_scene = load_split(config, "test") if config.summary_render_every else None
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
@@ -135,9 +139,11 @@ def _summarise_test_view(writer, renderer, state, scene, step):
 
 
 def main(_):
-    """Entry point."""
-    config = configs.load_config()
-    train(config)
+    """Entry point. `--checkpoint_dir=RUN` resumes that run with its saved config."""
+    if flags.FLAGS.compressed:
+        raise UserError("train does not take --compressed (a compressed file cannot be trained "
+                        "further); resume a run with --checkpoint_dir")
+    train(cli.load_run())
 
 
 if __name__ == "__main__":

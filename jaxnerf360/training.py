@@ -78,10 +78,10 @@ class Training:
     def restore(self, mgr) -> bool:
         """Restores the latest checkpoint into `state` (its grids at the resolution of its
         step); False when there is none."""
-        step = mgr.latest_step()
-        if step is None:
+        restored = restore_at(mgr, self.state, self.field, self.config.checkpoint_dir)
+        if restored is None:
             return False
-        self.state = restore_at(mgr, self.state, self.field, self.config.checkpoint_dir)
+        self.state = restored
         return True
 
     def make_batcher(self, seed: int, start_step: int = 0, process_index: int = 0,
@@ -196,15 +196,15 @@ def assemble(config, scene_kind: str, cameras) -> tuple:
 
 
 def restore_at(mgr, state, field, checkpoint_dir: str):
-    """The latest checkpoint restored into `state`'s structure, the field's grids first
+    """The newest intact checkpoint restored into `state`'s structure, the field's grids first
     resized to the resolution of its step; None when there is none."""
-    step = mgr.latest_step()
-    if step is None:
-        return None
-    resolution = field.resolution_at(step)
-    if resolution is not None and resolution != field.grid_resolution():
-        state = resized(state, field, resolution)
-    return checkpoints.restore_latest(mgr, state, checkpoint_dir)
+    def state_at(step):
+        resolution = field.resolution_at(step)
+        if resolution is not None and resolution != field.grid_resolution():
+            return resized(state, field, resolution)
+        return state
+
+    return checkpoints.restore_newest_intact(mgr, state_at, checkpoint_dir)
 
 
 def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tuple:

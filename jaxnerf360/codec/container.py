@@ -93,9 +93,14 @@ def write_scene(path, tensors: dict, text: dict) -> dict:
     body += _CRC.pack(zlib.crc32(body))
     sizes["total"] = len(body)
     tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(body)
-    os.replace(tmp, path)  # A crash mid-write never leaves a half-written scene behind.
+    try:
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, path)  # A crash mid-write never leaves a half-written scene behind.
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)  # nor a temporary file after any failure
+        raise
     return sizes
 
 

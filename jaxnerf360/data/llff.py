@@ -89,8 +89,10 @@ def load(
         raise UserError(f"{pb_path}: not found; an LLFF scene needs poses_bounds.npy")
     try:
         poses_bounds = np.load(pb_path, allow_pickle=False).astype(np.float64)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{pb_path}: cannot read ({e}); regenerate it") from None
+    except (OSError, ValueError, EOFError):
+        # numpy's own message would suggest allow_pickle=True, which runs code from the file.
+        raise UserError(f"{pb_path}: not a valid NumPy array file (.npy) of [N, 17] poses and "
+                        "bounds; regenerate it (LLFF's imgs2poses.py writes it)") from None
     check(
         poses_bounds.ndim == 2 and poses_bounds.shape[1] == 17,
         f"{pb_path}: has shape {poses_bounds.shape}; expected [N, 17] (3x5 pose + 2 bounds)",

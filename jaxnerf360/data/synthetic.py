@@ -20,6 +20,7 @@ from PIL import Image
 
 from jaxnerf360.data import blender
 from jaxnerf360.data.scene import Scene
+from jaxnerf360.errors import UserError
 
 # Scene description (world units, +z up). Public so tests can intersect it themselves.
 DISK_RADIUS = 1.2  # ground disk in the plane z = 0, centred on the origin
@@ -33,6 +34,8 @@ CYLINDER_HEIGHT = 0.9  # from z = 0 to this height
 CAMERA_RADIUS = 4.0
 CAMERA_ANGLE_X = 0.7  # horizontal field of view in radians
 ELEVATION_RANGE = (math.radians(15.0), math.radians(70.0))
+
+MARKER = "jaxnerf360_synthetic.json"  # marks a folder as a scene this module generated
 
 _LIGHT = np.array([0.45, 0.3, 1.0]) / np.linalg.norm([0.45, 0.3, 1.0])
 _AMBIENT = 0.3
@@ -214,6 +217,11 @@ def generate(
 ) -> Path:
     """Renders the scene into `out_dir` in Blender format (train/test/val JSON, RGBA PNGs)."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Written first: the folder is this module's, even if generation stops half-way.
+    with open(out_dir / MARKER, "w", encoding="utf-8") as f:
+        json.dump({"generator": "jaxnerf360.data.synthetic", "size": size, "n_train": n_train,
+                   "n_test": n_test, "seed": seed}, f)
     rng = np.random.default_rng(seed)
     phase = float(rng.uniform(0.0, 2.0 * np.pi))
     splits = {
@@ -238,9 +246,44 @@ def generate(
     return out_dir
 
 
-def load(data_dir: os.PathLike, split: str, **opts) -> Scene:
-    """Loads the synthetic scene from data_dir with the Blender loader, generating it first."""
+def is_generated(data_dir: os.PathLike) -> bool:
+    """Whether `data_dir` holds a scene this module wrote (its marker, or, for scenes written
+    before the marker existed, transforms with this generator's field of view and names)."""
     data_dir = Path(data_dir)
+    if (data_dir / MARKER).is_file():
+        return True
+    try:
+        with open(data_dir / "transforms_train.json", encoding="utf-8") as f:
+            meta = json.load(f)
+        frames = meta["frames"]
+        return meta["camera_angle_x"] == CAMERA_ANGLE_X and all(
+            str(frame["file_path"]).startswith("./train/r_") for frame in frames)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _looks_like(data_dir: Path) -> str:
+    """The loader a folder's files suggest, as a phrase for an error message."""
+    if (data_dir / "sparse").is_dir():
+        return "a COLMAP capture (use Config.dataset_loader = 'colmap')"
+    if (data_dir / "poses_bounds.npy").is_file():
+        return "an LLFF capture (use Config.dataset_loader = 'llff')"
+    if (data_dir / "transforms_train.json").is_file():
+        return "a Blender scene (use Config.dataset_loader = 'blender')"
+    return "no scene format this project reads"
+
+
+def load(data_dir: os.PathLike, split: str, **opts) -> Scene:
+    """Loads the synthetic scene from data_dir with the Blender loader, generating it first.
+
+    It generates only into a missing or empty folder: a folder with other files is refused
+    (it would otherwise write into, say, the user's own capture and train on the wrong scene).
+    """
+    data_dir = Path(data_dir)
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not is_generated(data_dir):
+        raise UserError(f"{data_dir}: holds files the synthetic loader did not write; it looks "
+                        f"like {_looks_like(data_dir)}. The synthetic loader generates its scene "
+                        "only into a new or empty folder")
     if not (data_dir / "transforms_train.json").is_file():
         generate(data_dir)
     return blender.load(data_dir, split, **opts)
