@@ -2,9 +2,11 @@
 
 import ast
 import json
+import logging as std_logging
 import os
 import re
 import sys
+import time
 
 import gin
 import jax
@@ -81,17 +83,21 @@ def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: s
     if damage:
         raise DamagedCheckpoint(damage)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _stored(state))
-    try:
-        with _QuietUnraisable():
+    failure = None
+    with _QuietRestore() as quiet:
+        try:
             stored = mgr.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # orbax and tensorstore raise plain Exceptions on unreadable data
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if any(words in str(e) for words in _MISMATCH):
+        except Exception as e:  # orbax and tensorstore raise plain Exceptions on bad data
+            failure = str(e).strip() or type(e).__name__
+        if failure is not None:  # outside the except: the failed reads are free to go now
+            quiet.drain()
+    if failure is not None:
+        first = failure.splitlines()[0][:200]
+        if any(words in failure for words in _MISMATCH):
             raise UserError(
                 f"{checkpoint_dir}: the checkpoint at step {step} does not fit this model "
-                f"({first}); use a new Config.checkpoint_dir or the config it was trained with"
-            ) from None
-        raise DamagedCheckpoint(f"its data cannot be read ({first})") from None
+                f"({first}); use a new Config.checkpoint_dir or the config it was trained with")
+        raise DamagedCheckpoint(f"its data cannot be read ({first})")
     return state.replace(step=stored["step"], params=stored["params"],
                          opt_state=stored["opt_state"], sampler_state=stored["occupancy"])
 
@@ -135,19 +141,48 @@ def restore_newest_intact(mgr: ocp.CheckpointManager, state_at, checkpoint_dir: 
     return None
 
 
-class _QuietUnraisable:
-    """Drops the 'Exception ignored' reports of orbax's pending reads after a failed restore
-    (the failure itself is raised and reported)."""
+class _QuietRestore:
+    """Holds back what orbax's abandoned reads print after a failed restore ('Exception
+    ignored', 'Event loop is closed' and asyncio's 'Task exception was never retrieved', from
+    tensorstore's threads for a moment after the failure, which is itself reported in one
+    line); after a success it lets stderr through."""
 
     def __enter__(self):
-        self._hook = sys.unraisablehook
+        self._hook, self._stderr = sys.unraisablehook, sys.stderr
+        self._held, self._last, self.failed = [], time.monotonic(), False
         sys.unraisablehook = lambda unraisable: None
+        sys.stderr = self
+        # asyncio reports each abandoned read's task ("Task exception was never retrieved")
+        self._asyncio = std_logging.getLogger("asyncio")
+        self._asyncio_disabled, self._asyncio.disabled = self._asyncio.disabled, True
+        return self
 
-    def __exit__(self, *exc):
+    def write(self, text):
+        """Holds `text` back (sys.stderr's interface)."""
+        self._held.append(text)
+        self._last = time.monotonic()
+        return len(text)
+
+    def flush(self):
+        """Nothing to flush (sys.stderr's interface)."""
+
+    def drain(self) -> None:
+        """After a failure: collects the abandoned reads and waits until they fall silent."""
         import gc
 
-        gc.collect()  # collect the abandoned reads while their reports are still dropped
-        sys.unraisablehook = self._hook
+        self.failed = True
+        deadline = time.monotonic() + 3.0
+        while True:
+            gc.collect()
+            if time.monotonic() > deadline or time.monotonic() - self._last > 0.3:
+                break
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        sys.unraisablehook, sys.stderr = self._hook, self._stderr
+        self._asyncio.disabled = self._asyncio_disabled
+        if not self.failed and self._held:
+            sys.stderr.write("".join(self._held))
         return False
 
 
