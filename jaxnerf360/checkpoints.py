@@ -92,7 +92,7 @@ def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: s
         if failure is not None:  # outside the except: the failed reads are free to go now
             quiet.drain()
     if failure is not None:
-        first = failure.splitlines()[0][:200]
+        first = failure.splitlines()[0].split(" See full TensorStore details")[0][:200]
         if any(words in failure for words in _MISMATCH):
             raise UserError(
                 f"{checkpoint_dir}: the checkpoint at step {step} does not fit this model "
@@ -112,6 +112,8 @@ def set_aside(mgr: ocp.CheckpointManager, step: int, reason: str) -> str:
         target = f"{source}.damaged.{n}"
     if jax.process_index() == 0:
         os.rename(source, target)
+    if jax.process_count() > 1:  # every process reloads only once the folder has moved
+        ocp.multihost.sync_global_processes(f"set_aside_{step}")
     mgr.reload()
     logging.warning("checkpoint at step %d is damaged (%s): moved aside to %s; trying the "
                     "step before it", step, reason, target)

@@ -105,7 +105,14 @@ def refine_test_poses(config, model, state, cameras, scene, init, mesh) -> np.nd
     refine, _ = cameras.for_test_view(scene, 0, init[0])
     loss_fn = make_loss_fn(model, refine, Supervision(False), data_only, mse, {},
                            deterministic=True)
-    compiled = make_train_step(loss_fn, tx, mesh)
+
+    def pose_loss_fn(params, *args):
+        # The frozen field's gradients would be zeroed anyway; stopping them spares the
+        # backward pass through its parameters (the grid factors' scatter-adds above all).
+        field, corrections = Cameras.split(params)
+        return loss_fn(Cameras.join(jax.lax.stop_gradient(field), corrections), *args)
+
+    compiled = make_train_step(pose_loss_fn, tx, mesh)
     rng = np.random.default_rng(config.seed)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     out = np.array(init)

@@ -1,10 +1,15 @@
 """Shared fixtures: the real scenes in ../shared/data and a small synthetic scene."""
 
+import os
 from pathlib import Path
 
-import pytest
+from tests.cli_env import jax_env
 
-from jaxnerf360.data import synthetic
+os.environ.update(jax_env())  # before JAX starts
+
+import pytest  # noqa: E402
+
+from jaxnerf360.data import synthetic  # noqa: E402
 
 # Real scenes live beside the repository root, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -106,7 +106,7 @@ def _latest_params(run_dir):
 def test_sigterm_saves_and_rerun_resumes_exactly(tmp_path):
     """SIGTERM mid-run saves and exits 0; the same command resumes at that step and ends with
     exactly the parameters of an uninterrupted run."""
-    steps = 300
+    steps = 120
     binds = [f"Config.data_dir='{tmp_path / 'scene'}'", f"Config.max_steps={steps}",
              "Config.checkpoint_every=100000", "Config.print_every=1"]
     interrupted = [*binds, f"Config.checkpoint_dir='{tmp_path / 'interrupted'}'"]

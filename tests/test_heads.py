@@ -54,13 +54,14 @@ def _model(synthetic_dir, *bindings):
 def test_tiled_image_equals_the_head_on_the_whole_image(synthetic_dir):
     model = _model(synthetic_dir, "Model.head = @ConvTestHead")
     assert model.head_geometry() == (1, 1)
-    params = model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), dummy_rays((1, 3, 3)), 0.0,
-                        jnp.ones((1, 3, 3, 3)))["params"]
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1),
+                                        dummy_rays((1, 3, 3)), 0.0, jnp.ones((1, 3, 3, 3))))()
+    params = params["params"]
     assert set(params) == {"sampler", "field", "head"}
     view = _view(20)
     rays = jax.tree.map(lambda x: x[None], view.window_rays(-1, -1, 22, 22))
-    whole = model.apply({"params": params}, None, rays, 1.0, jnp.ones((1, 22, 22, 3)),
-                        compute_extras=True)
+    whole = jax.jit(lambda p: model.apply({"params": p}, None, rays, 1.0,
+                                          jnp.ones((1, 22, 22, 3)), compute_extras=True))(params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=None)
     renderer = Renderer(model, parallel.make_mesh(), "white", chunk=36)  # 4x4-pixel tiles
     tiled = renderer.image(state, view)

@@ -46,8 +46,11 @@ def test_forward_shapes_ranges_and_gradients(kind, near, far, raydist):
     model = Model(scene_kind=kind)
     rays = random_rays(32, near, far)
     bg = jnp.ones((32, 3))
-    params = model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), rays, 0.5, bg)["params"]
-    out = model.apply({"params": params}, jax.random.PRNGKey(2), rays, 0.5, bg, compute_extras=True)
+    # jit: the same programs, compiled whole instead of dispatched op by op (much faster here)
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), rays, 0.5,
+                                        bg))()["params"]
+    out = jax.jit(lambda p: model.apply({"params": p}, jax.random.PRNGKey(2), rays, 0.5, bg,
+                                        compute_extras=True))(params)
     assert out["rgb"].shape == (32, 3) and out["acc"].shape == (32,)
     assert out["sdist"].shape == (32, 9) and out["weights"].shape == (32, 8)
     assert len(out["prop_levels"]) == 2
@@ -64,7 +67,7 @@ def test_forward_shapes_ranges_and_gradients(kind, near, far, raydist):
                 + losses.interlevel(o["sdist"], o["weights"], o["prop_levels"])
                 + 0.01 * losses.distortion(o["sdist"], o["weights"]))
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     flat = jax.tree.leaves(grads)
     assert all(np.all(np.isfinite(g)) for g in flat)
     # The proposal MLP learns only through the interlevel loss, and it must learn.
@@ -76,10 +79,11 @@ def test_deterministic_eval_sampling():
     model = Model(scene_kind=BOUNDED)
     rays = random_rays(8, 2.0, 6.0)
     bg = jnp.ones((8, 3))
-    params = model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), rays, 0.0, bg)["params"]
-    a = model.apply({"params": params}, None, rays, 1.0, bg)
-    b = model.apply({"params": params}, None, rays, 1.0, bg)
-    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), rays, 0.0,
+                                        bg))()["params"]
+    render = jax.jit(lambda p: model.apply({"params": p}, None, rays, 1.0, bg)["rgb"])
+    a, b = render(params), render(params)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_interlevel_loss_zero_when_proposal_bounds_final():
@@ -159,11 +163,17 @@ def test_model_composites_a_sixteen_channel_feature_like_rgb(sampler):
     rays = random_rays(16, 2.0, 6.0, seed=4)
     rays = rays.replace(origins=-4.0 * rays.viewdirs + rays.origins)  # through the centre
     black = jnp.zeros((16, 3))
-    params = model.init(jax.random.PRNGKey(0), None, rays, 1.0, black)["params"]
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), None, rays, 1.0, black))()
+    params = params["params"]
     grid = np.zeros((8, 8, 8), bool)
     grid[2:6, 2:6, 2:6] = True
     state = jnp.asarray(grid) if sampler == "occupancy" else None
-    dense = model.apply({"params": params}, None, rays, 1.0, black, sampler_state=state)
+
+    def render(capacity=None):  # eager: without a capacity the buffer is sized from the mask
+        return model.apply({"params": params}, None, rays, 1.0, black, sampler_state=state,
+                           capacity=capacity)
+
+    dense = render()
     assert dense["features"].shape == (16, 16)
     rgb = np.asarray(dense["rgb"])  # a black background adds nothing
     np.testing.assert_allclose(np.asarray(dense["features"])[:, :15].reshape(16, 5, 3),
@@ -173,7 +183,6 @@ def test_model_composites_a_sixteen_channel_feature_like_rgb(sampler):
         mask = model.sample_mask(params, rays, state)
         used = int(np.sum(mask))
         assert 0 < used < mask.size
-        packed = model.apply({"params": params}, None, rays, 1.0, black, sampler_state=state,
-                             capacity=used)
+        packed = render(capacity=used)
         for name in ("rgb", "features", "acc"):
             np.testing.assert_allclose(packed[name], dense[name], atol=1e-6, err_msg=name)
