@@ -188,8 +188,9 @@ class _QuietRestore:
         return False
 
 
-def _model_bindings(text: str) -> list:
-    # gin wraps a long value onto indented lines after a trailing backslash: one binding each
+def _bindings(text: str) -> list:
+    """The bindings of a gin config text, one string each: gin wraps a long value onto
+    indented lines after a trailing backslash, and these are joined back."""
     bindings = []
     for line in text.splitlines():
         stripped = line.strip()
@@ -199,7 +200,11 @@ def _model_bindings(text: str) -> list:
             bindings[-1] = bindings[-1].rstrip("\\").rstrip() + " " + stripped
         else:
             bindings.append(stripped)
-    return [b for b in bindings if not _RESUMABLE.match(b)]
+    return bindings
+
+
+def _model_bindings(text: str) -> list:
+    return [b for b in _bindings(text) if not _RESUMABLE.match(b)]
 
 
 def check_and_save_config(checkpoint_dir: str, write: bool = True) -> None:
@@ -243,7 +248,8 @@ def saved_data_dir(checkpoint_dir: str) -> str | None:
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
-        match = re.search(r"^Config\.data_dir\s*=\s*(.+)$", f.read(), re.MULTILINE)
+        found = [re.match(r"Config\.data_dir\s*=\s*(.+)$", b) for b in _bindings(f.read())]
+    match = next((m for m in found if m), None)
     try:
         return None if match is None else str(ast.literal_eval(match.group(1).strip()))
     except (ValueError, SyntaxError):

@@ -142,6 +142,12 @@ def test_a_moved_run_resumes_although_gin_wraps_its_longer_path():
     assert _model_bindings(wrapped) == ["MLPField.skips = (4,)"]
 
 
+def test_the_saved_data_dir_is_read_although_gin_wraps_it(tmp_path):
+    from jaxnerf360.checkpoints import saved_data_dir
+    (tmp_path / "config.gin").write_text("Config.data_dir = \\\n    '/a/long/path/scene'\n")
+    assert saved_data_dir(str(tmp_path)) == "/a/long/path/scene"
+
+
 def test_kill_during_a_checkpoint_save_then_resume(tmp_path):
     """kill -9 while checkpoints are written at every step: the rerun resumes and finishes."""
     binds = [f"Config.data_dir='{tmp_path / 'scene'}'", f"Config.checkpoint_dir='{tmp_path}/run'",
