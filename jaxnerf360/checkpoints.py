@@ -268,8 +268,13 @@ def check_data(checkpoint_dir: str, data_dir: str, previous_dir: str | None, sce
     moved = previous_dir is not None and os.path.abspath(previous_dir) != os.path.abspath(
         data_dir)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            before = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+            before = {key: int(before[key]) for key in summary}
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path} is damaged; delete it (it is written again from the data "
+                            "on the next start) or restore it") from None
         if before != summary:
             raise UserError(
                 f"{data_dir} holds {summary['num_images']} training images of "

@@ -300,3 +300,14 @@ def test_describe_os_error_names_the_operation_and_the_path():
     text = cli.describe_os_error(FileNotFoundError(2, "No such file", "/a", None, "/b"))
     assert "cannot find /a -> /b" in text
     assert Path(cli.__file__).exists()
+
+
+def test_a_damaged_data_record_is_one_line(tmp_path):
+    import types
+
+    from jaxnerf360.checkpoints import check_data
+    scene = types.SimpleNamespace(num_images=3, width=4, height=5)
+    check_data(str(tmp_path), "/data", None, scene)
+    (tmp_path / "data.json").write_text("{not json")
+    with pytest.raises(UserError, match="data.json is damaged"):
+        check_data(str(tmp_path), "/data", "/data", scene)
