@@ -106,6 +106,8 @@ def set_aside(mgr: ocp.CheckpointManager, step: int, reason: str) -> str:
     """Moves a damaged step's folder to `<step>.damaged` (never deletes it), so the next save
     of that step does not collide, and says so in one warning line; returns the new path."""
     source = os.path.join(mgr.directory, str(step))
+    if jax.process_count() > 1:  # every process names the target before the folder moves
+        ocp.multihost.sync_global_processes(f"set_aside_name_{step}")
     target, n = f"{source}.damaged", 1
     while os.path.exists(target):
         n += 1
