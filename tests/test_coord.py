@@ -141,6 +141,15 @@ def test_safe_sin_and_cos_match_float64(magnitude):
                                atol=5e-7)
 
 
+def test_sines_and_cosines_match_float64_halves():
+    angles = (np.random.default_rng(2).uniform(-1, 1, (64, 5)) * 2e5).astype(np.float32)
+    got = np.asarray(jax.jit(coord.sines_and_cosines)(jnp.asarray(angles)))
+    exact = angles.astype(np.float64)
+    assert got.shape == (64, 10)
+    np.testing.assert_allclose(got[:, :5], np.sin(exact), atol=5e-7)
+    np.testing.assert_allclose(got[:, 5:], np.cos(exact), atol=5e-7)
+
+
 def test_pos_enc_at_high_degrees_matches_float64():
     x = np.random.default_rng(1).uniform(-2, 2, (500, 3)).astype(np.float32)
     scaled = (x.astype(np.float64)[..., None, :] * 2.0 ** np.arange(17)[:, None]).reshape(500, -1)
