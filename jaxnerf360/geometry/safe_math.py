@@ -25,7 +25,8 @@ _TWO_PI_PARTS = _split(2.0 * math.pi, 4, 8)
 
 
 def reduce_angle(x):
-    """`x [...]` minus the nearest whole number of turns: a value in [-pi, pi], same sin/cos.
+    """`x [...]` minus the nearest whole number of turns: a value in [-pi, pi] (beyond it only by
+    the float32 rounding of x / 2 pi, 0.02 at |x| = 3e5), with the same sin and cos.
 
     Exact up to float32 rounding of the result (not of x's magnitude), unlike x mod float32(2 pi),
     whose period is itself off by ~1e-7 per turn.
@@ -35,16 +36,6 @@ def reduce_angle(x):
     for part in _TWO_PI_PARTS:
         x = x - k * jnp.asarray(part, x.dtype)
     return x
-
-
-def safe_sin(x):
-    """sin(x), accurate for large float32 arguments: the angle is reduced exactly first."""
-    return jnp.sin(reduce_angle(x))
-
-
-def safe_cos(x):
-    """cos(x), accurate for large float32 arguments: the angle is reduced exactly first."""
-    return jnp.cos(reduce_angle(x))
 
 
 def _max_exp_arg(dtype):
