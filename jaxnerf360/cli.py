@@ -44,7 +44,9 @@ def run(main) -> None:
             return main(argv)
         except UserError as e:
             logging.flush()
-            print(f"error: {e}", file=sys.stderr)
+            # gin appends "In call to configurable ..." lines to errors raised in a
+            # configurable; the message itself is the first line.
+            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
             sys.exit(2)
         except OSError as e:
             if not _is_user_path(e.filename):

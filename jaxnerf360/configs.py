@@ -18,7 +18,9 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings that override the 
 # Modules whose configurables must be registered before gin parses a file.
 _REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp",
                         "jaxnerf360.fields.tensorf", "jaxnerf360.cameras",
-                        "jaxnerf360.supervision", "jaxnerf360.objective", "jaxnerf360.heads")
+                        "jaxnerf360.supervision", "jaxnerf360.objective", "jaxnerf360.heads",
+                        "jaxnerf360.alignment", "jaxnerf360.perceptual",
+                        "jaxnerf360.data.misalign")
 
 
 @gin.configurable

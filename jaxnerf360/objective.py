@@ -21,6 +21,7 @@ from typing import Any
 
 import gin
 import jax
+import jax.numpy as jnp
 
 from jaxnerf360 import losses
 from jaxnerf360.errors import UserError
@@ -39,6 +40,9 @@ class LossInputs:
     step: Any  # the state's step (traced)
     train_frac: Any  # step / Config.max_steps in [0, 1] (traced)
     lr_ratio: dict  # {group label: current learning rate / initial}, e.g. TensoRF's TV decay
+    # [B, E, E, 3] the ground-truth patches (E >= P, centred on the output patches) with the
+    # margin the terms declare, on this step's background; None for independent rays
+    target_patch: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +50,26 @@ class LossTerm:
     """One named term: `weight * fn(inputs)` joins the loss; the log shows `fn(inputs)`.
 
     `weight` is a number, a function of the `LossInputs` (a schedule), or None for a value
-    that is only logged (no gradient).
+    that is only logged (no gradient). `margin` is the ground-truth margin in pixels the term
+    reads around each output patch (`LossInputs.target_patch`). `active` (a function of the
+    inputs, 0 or 1) switches the term on for a stage of training; while it is on, the term
+    named `replaces` is off (a staged data term). `needs_patches`: it compares image patches.
     """
 
     name: str
     fn: Callable[[LossInputs], Any]
     weight: float | Callable[[LossInputs], Any] | None = 1.0
+    margin: int = 0
+    active: Callable[[LossInputs], Any] | None = None
+    replaces: str | None = None
+    needs_patches: bool = False  # it reads image patches `[B, P, P, 3]`, not independent rays
+
+
+def stage_gate(start: float):
+    """`active` for a term that is on from the fraction `start` of training (None: always)."""
+    if start <= 0.0:
+        return None
+    return lambda inputs: (inputs.train_frac >= start).astype(jnp.float32)
 
 
 class Objective:
@@ -63,7 +81,21 @@ class Objective:
         if repeated:
             raise UserError(f"loss term {repeated[0]!r} appears twice in the objective; give "
                             "each term its own name")
+        unknown = sorted({t.replaces for t in terms if t.replaces} - set(names))
+        if unknown:
+            raise UserError(f"a loss term replaces {unknown[0]!r}, which is not in the "
+                            f"objective ({', '.join(names)})")
         self.terms = tuple(terms)
+
+    @property
+    def patch_terms(self) -> tuple:
+        """The names of the terms that read image patches."""
+        return tuple(t.name for t in self.terms if t.needs_patches or t.margin)
+
+    @property
+    def margin(self) -> int:
+        """The widest ground-truth margin (pixels around each output patch) a term reads."""
+        return max((t.margin for t in self.terms), default=0)
 
     @property
     def names(self) -> tuple:
@@ -73,6 +105,7 @@ class Objective:
     def __call__(self, inputs: LossInputs):
         """(total loss, {term name: unweighted value})."""
         total, parts = 0.0, {}
+        gates = {t.name: t.active(inputs) for t in self.terms if t.active is not None}
         for term in self.terms:
             value = term.fn(inputs)
             if term.weight is None:
@@ -80,6 +113,10 @@ class Objective:
                 continue
             parts[term.name] = value
             weight = term.weight(inputs) if callable(term.weight) else term.weight
+            weight = weight * gates.get(term.name, 1.0)
+            for other in self.terms:
+                if other.replaces == term.name and other.name in gates:
+                    weight = weight * (1.0 - gates[other.name])
             total = total + weight * value
         return total, parts
 

@@ -113,23 +113,26 @@ class Renderer:
         return self._tiled(state, view.coarse(self.upsample))
 
     def _tiled(self, state, view: View) -> dict:
-        """Tiles of `side` ray pixels, rendered with a margin of the head's radius."""
+        """Tiles of at most `chunk` rays with a margin of the head's radius, as few as cover
+        the image and of equal size (so little is rendered beyond its edges)."""
         r, k = self.radius, self.upsample
-        side = max(1, math.isqrt(self.chunk) - 2 * r)
-        size = side + 2 * r
-        corners = [(top, left) for top in range(0, view.height, side)
-                   for left in range(0, view.width, side)]
-        windows = [split_rays(view.window_rays(top - r, left - r, size, size), size * size,
-                              self.devices)[0] for top, left in corners]
+        most = max(1, math.isqrt(self.chunk) - 2 * r)
+        tall = -(-view.height // -(-view.height // most))  # tile rows, cols
+        wide = -(-view.width // -(-view.width // most))
+        corners = [(top, left) for top in range(0, view.height, tall)
+                   for left in range(0, view.width, wide)]
+        windows = [split_rays(view.window_rays(top - r, left - r, tall + 2 * r, wide + 2 * r),
+                              (tall + 2 * r) * (wide + 2 * r), self.devices)[0]
+                   for top, left in corners]
         capacity = self._capacity(state, [p for parts in windows for p in parts])
-        rows = -(-view.height // side) * side
-        cols = -(-view.width // side) * side
+        rows = -(-view.height // tall) * tall
+        cols = -(-view.width // wide) * wide
         out, scales = {}, {}
         for (top, left), parts in zip(corners, windows, strict=True):
             flat = join_outputs([jax.device_get(self._render(state, part, capacity))
-                                 for part, _ in parts], parts, (1, size, size))
-            head = jax.device_get(self._head(state, flat))  # [1, side k, side k, ...]
-            tiles = {name: (np.asarray(v)[0, r:r + side, r:r + side], 1)
+                                 for part, _ in parts], parts, (1, tall + 2 * r, wide + 2 * r))
+            head = jax.device_get(self._head(state, flat))  # [1, tall k, wide k, ...]
+            tiles = {name: (np.asarray(v)[0, r:r + tall, r:r + wide], 1)
                      for name, v in flat.items()}
             tiles.update({name: (np.asarray(v)[0], k) for name, v in head.items()})
             for name, (value, scale) in tiles.items():
@@ -137,7 +140,7 @@ class Renderer:
                     out[name] = np.zeros((rows * scale, cols * scale) + value.shape[2:],
                                          value.dtype)
                     scales[name] = scale
-                out[name][top * scale:(top + side) * scale,
-                          left * scale:(left + side) * scale] = value
+                out[name][top * scale:(top + tall) * scale,
+                          left * scale:(left + wide) * scale] = value
         return {name: value[:view.height * scales[name], :view.width * scales[name]]
                 for name, value in out.items()}

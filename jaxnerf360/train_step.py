@@ -118,13 +118,15 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
         out = model.apply({"params": model_params}, key_render, rays, train_frac, bg,
                           sampler_state=state.sampler_state, capacity=capacity,
                           spectral_control=supervision.enabled)
-        if out["rgb"].shape != target.shape:  # a head consumed a margin or upsampled
+        target_patch = target if target.ndim == 4 else None
+        if out["rgb"].shape != target.shape:  # a head consumed a margin, or terms read one
             target = center_crop(target, *out["rgb"].shape[-3:-1])
         inputs = LossInputs(
             outputs=out, batch=batch, target=target,
             pixel_weights=supervision.pixel_weights(views, batch, state.step, train_frac),
             params=model_params, field_params=model_params.get(FIELD, {}), step=state.step,
-            train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step))
+            train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step),
+            target_patch=target_patch)
         total, parts = objective(inputs)
         mse = jnp.mean(jnp.square(out["rgb"] - target))
         return total, {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),

@@ -51,7 +51,8 @@ class Training:
             self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
                                             edges=self.supervision.edge_maps(scene.images))
         self.objective = objective.build(config, self.field.regularizers())
-        self.patch_size = _check_patches(config, self.model)
+        self.patch_size = _check_patches(config, self.model, self.objective,
+                                         self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
         self.state = parallel.replicate(state, mesh)
         self.spectral_end = spectral_end_step(config, self.field, self.supervision)
@@ -90,7 +91,8 @@ class Training:
         if self.patch_size:
             radius, _ = self.model.head_geometry()
             return PatchBatcher(self.scene, self.config.batch_size // self.patch_size**2,
-                                self.patch_size + 2 * radius, seed=seed,
+                                self.patch_size + 2 * radius, margin=self.objective.margin,
+                                seed=seed,
                                 process_index=process_index, process_count=process_count,
                                 start_step=start_step)
         return RayBatcher(self.scene, self.config.batch_size, seed=seed,
@@ -280,12 +282,23 @@ def check_pose_support(cameras, parts: dict) -> None:
                             "with ProposalSampler or OccupancySampler)")
 
 
-def _check_patches(config, model) -> int:
-    """Config.patch_size, checked against the head: 0 means independent pixels."""
+def _check_patches(config, model, objective, supervision, field) -> int:
+    """Config.patch_size, checked against the head and the loss terms: 0 means independent
+    pixels."""
     size = config.patch_size
     if model.head is not None and size <= 0:
         raise UserError("Model.head renders image patches; set Config.patch_size to the "
                         "output patch side (e.g. 32)")
+    if objective.patch_terms and size <= 0:
+        raise UserError(f"the loss term {objective.patch_terms[0]!r} compares image patches; "
+                        "set Config.patch_size to the patch side (e.g. 16)")
+    if model.head is not None:
+        check_head_channels(model.parts()[HEAD], field)
+    wider = model.head_geometry()[0] or objective.margin
+    if size and wider and (supervision.needs_images or supervision.needs_edges):
+        raise UserError("spectral control's image blur and edge weights work on independent "
+                        "pixels, not on patches with a margin (a head or the alignment loss); "
+                        "turn them off (ImageBlur.schedule = (), EdgeWeights.until = 0)")
     if size and model.head_geometry()[1] != 1:
         raise UserError("training a head that upsamples is not supported yet; use a head "
                         "with upsample() == 1")
@@ -293,3 +306,14 @@ def _check_patches(config, model) -> int:
         raise UserError(f"Config.batch_size={config.batch_size} must be a multiple of "
                         f"Config.patch_size^2={size * size} (whole patches per step)")
     return size
+
+
+def check_head_channels(head, field) -> None:
+    """The head reads channels the field composites, at the widths it expects."""
+    made = field.channels()
+    for name, width in head.input_channels().items():
+        if made.get(name, 0) != width:
+            raise UserError(f"{type(head).__name__} reads the field's {name!r} channel of "
+                            f"width {width}, but {type(field).__name__} produces "
+                            f"{made.get(name, 0)}; set the field's feature_dim to {width} "
+                            f"(e.g. {type(field).__name__}.feature_dim = {width})")

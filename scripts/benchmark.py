@@ -34,6 +34,7 @@ flags.DEFINE_bool("psnr", False, "Also train for Config.max_steps and report tes
 flags.DEFINE_string("out", None, "Write the figures as JSON here too.")
 flags.DEFINE_list("runs", None, "Trained run directories to time side by side.")
 flags.DEFINE_string("keep_run", None, "With --psnr: train into this directory and keep it.")
+flags.DEFINE_bool("lpips", False, "With --psnr: also the mean test LPIPS (Config.lpips_net).")
 FLAGS = flags.FLAGS
 
 
@@ -122,7 +123,8 @@ def quality(config) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         config.checkpoint_dir = FLAGS.keep_run or os.path.join(tmp, "run")
-        config.lpips_net = "none"
+        if not FLAGS.lpips:
+            config.lpips_net = "none"
         t0 = time.perf_counter()
         train_lib.train(config)
         train_seconds = time.perf_counter() - t0
@@ -130,6 +132,8 @@ def quality(config) -> dict:
     out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
            "num_test_views": metrics["num_images"]}
+    if metrics.get("lpips") is not None:
+        out["test_lpips"] = metrics["lpips"]
     if "poses" in metrics:  # joint pose optimisation: errors before and after
         out["poses"] = metrics["poses"]
     return out

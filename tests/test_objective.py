@@ -73,3 +73,22 @@ def test_terms_join_the_objective_from_gin_without_touching_it():
     np.testing.assert_allclose(parts["data"], 0.25)
     np.testing.assert_allclose(parts["doubled"], 0.25)
     np.testing.assert_allclose(total, 0.25 + 0.1 + 0.5 * 0.25, rtol=1e-6)
+
+
+def test_a_staged_term_replaces_the_data_term_from_its_start():
+    def inputs(frac):
+        return LossInputs(outputs={"x": jnp.array(2.0)}, batch={}, target=None,
+                          pixel_weights=None, params={}, field_params={}, step=0,
+                          train_frac=jnp.asarray(frac), lr_ratio={})
+    terms = Objective([
+        LossTerm("data", lambda i: i.outputs["x"], 1.0),
+        LossTerm("aligned", lambda i: 10 * i.outputs["x"], 0.5,
+                 active=objective.stage_gate(0.25), replaces="data"),
+    ])
+    np.testing.assert_allclose(terms(inputs(0.1))[0], 2.0)  # the first stage: data only
+    np.testing.assert_allclose(terms(inputs(0.25))[0], 0.5 * 20)  # then the staged term only
+    # Both stay logged in both stages.
+    assert set(terms(inputs(0.1))[1]) == {"data", "aligned"}
+    assert objective.stage_gate(0.0) is None  # on from the start: no gate
+    with pytest.raises(UserError, match="replaces 'rgb_loss'"):
+        Objective([LossTerm("x", lambda i: 0.0, replaces="rgb_loss")])

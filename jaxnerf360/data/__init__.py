@@ -3,13 +3,15 @@
 
 def load_split(config, split: str):
     """Loads the `split` ('train' or 'test') of the scene that `config` names."""
-    from jaxnerf360.data import loaders
+    from jaxnerf360.data import loaders, misalign
 
     # Images are composited on the fixed background ('random' trains on white images and
     # re-composites each step's target where alpha shows the background).
     background = (0.0,) * 3 if config.background == "black" else (1.0,) * 3
-    return loaders.load_scene(
+    scene = loaders.load_scene(
         config.dataset_loader, config.data_dir, split, factor=config.factor,
         background=background, llff_hold=config.llff_hold,
         forward_facing=config.forward_facing, near=config.near, far=config.far,
     )
+    # The misalignment benchmark (data/misalign.py) moves the training images only.
+    return misalign.perturb(scene) if split == "train" else scene

@@ -23,10 +23,16 @@ class Field(Part):
     """Base of every field: the declarations below have the defaults of a plain network."""
 
     _DECLARATIONS = Part._DECLARATIONS + (
-        "regularizers", "grid_resolution", "resolution_schedule", "resolution_at", "resize_leaf",
-        "spectral_end", "file_tensors", "file_settings", "params_from_file", "file_bindings")
+        "channels", "regularizers", "grid_resolution", "resolution_schedule", "resolution_at",
+        "resize_leaf", "spectral_end", "file_tensors", "file_settings", "params_from_file",
+        "file_bindings")
     # Whether gradients reach the sample positions, so that camera poses can be learned.
     supports_pose_optimization = False
+
+    @nn.nowrap
+    def channels(self) -> dict:
+        """{name: width} of the channels it returns besides density (what a head may read)."""
+        return {"rgb": 3}
 
     @nn.nowrap
     def regularizers(self) -> list:

@@ -48,6 +48,9 @@ class MLPField(Field):
     density_bias: float = -1.0
     rgb_padding: float = 0.001
     density_only: bool = False
+    # Width of a `features` channel from the view-dependent branch, composited like rgb for
+    # an image-space head (AligNeRF's ConvHead); 0: none.
+    feature_dim: int = 0
     # BARF's coarse-to-fine encoding for joint pose optimisation: (start, end) fractions of
     # training over which the frequency bands open one after another; None: all open.
     coarse_to_fine: tuple | None = None
@@ -58,11 +61,23 @@ class MLPField(Field):
         if c2f is not None and not (len(c2f) == 2 and 0 <= c2f[0] < c2f[1] <= 1):
             raise UserError(f"{type(self).__name__}.coarse_to_fine={c2f!r} must be (start, end) "
                             "fractions of training with 0 <= start < end <= 1, or None")
+        if isinstance(self.feature_dim, bool) or not isinstance(self.feature_dim, int) or \
+                self.feature_dim < 0:
+            raise UserError(f"{type(self).__name__}.feature_dim={self.feature_dim!r} must be a "
+                            "non-negative integer")
         super().__post_init__()
+
+    @nn.nowrap
+    def channels(self) -> dict:
+        """rgb (unless density-only) and, with feature_dim, features."""
+        if self.density_only:
+            return {}
+        return {"rgb": 3, **({"features": self.feature_dim} if self.feature_dim else {})}
 
     @nn.compact
     def __call__(self, means, covs, viewdirs: jnp.ndarray | None = None, progress=None):
-        """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]}.
+        """Returns {'density': [..., n]} and, unless density-only, {'rgb': [..., n, 3]} (and
+        `features [..., n, feature_dim]` when feature_dim > 0).
 
         `progress` ({'train_frac', ...}, during training) drives the coarse-to-fine window.
         """
@@ -99,6 +114,8 @@ class MLPField(Field):
             y = nn.relu(dense(self.net_width_viewdirs)(y))
         rgb = jax.nn.sigmoid(dense(3, "rgb")(y))
         out["rgb"] = rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding
+        if self.feature_dim:
+            out["features"] = dense(self.feature_dim, "features")(y)
         return out
 
 

@@ -43,6 +43,7 @@ class TensoRFField(Field):
     mlp_width: int = 128
     feature_pe: int = 2
     view_pe: int = 2
+    feature_dim: int = 0  # a `features` channel from the colour MLP for a head (0: none)
     # Upsampling: at each step in upsample_steps the voxel count grows log-linearly from
     # resolution to final_resolution (None: no upsampling); see resolution_schedule.
     upsample_steps: Sequence[int] = (2000, 3000, 4000, 5500, 7000)
@@ -174,6 +175,10 @@ class TensoRFField(Field):
             groups[MASK] = ParamGroup(self.grid_lr_init, self.grid_lr_final,
                                       eps=wavelet.MASK_ADAM_EPS)
         return groups
+
+    def channels(self) -> dict:
+        """rgb and, with feature_dim, features."""
+        return {"rgb": 3, **({"features": self.feature_dim} if self.feature_dim else {})}
 
     def regularizers(self) -> list:
         """TensoRF's L1 on the density factors and TV on the planes; the mask terms."""
@@ -307,7 +312,8 @@ class TensoRFField(Field):
 
     @nn.compact
     def __call__(self, means, covs, viewdirs=None, progress=None):
-        """Returns {'density': [..., n], 'rgb': [..., n, 3]} at the Gaussians' means.
+        """Returns {'density': [..., n], 'rgb': [..., n, 3]} (and `features [..., n,
+        feature_dim]`) at the Gaussians' means.
 
         `progress` ({'train_frac', 'rng'}, during training) drives the spectral control.
         """
@@ -342,6 +348,9 @@ class TensoRFField(Field):
         x = nn.relu(nn.Dense(self.mlp_width)(x))
         x = nn.relu(nn.Dense(self.mlp_width)(x))
         out["rgb"] = jax.nn.sigmoid(nn.Dense(3)(x)).reshape(batch + (3,))
+        if self.feature_dim:
+            out["features"] = nn.Dense(self.feature_dim, name="features")(x).reshape(
+                batch + (self.feature_dim,))
         return out
 
 
