@@ -82,11 +82,17 @@ def speed(config, restore: bool = False) -> dict:
     renderer.image(state, view)
     render_time = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    by_part = {name: int(sum(x.size for x in jax.tree.leaves(tree)))
+               for name, tree in training.Training.model_params(state).items()}
+    if "head" in by_part:  # a field's features layer exists only to feed the head
+        feats = training.Training.model_params(state)["field"].get("features")
+        by_part["field_features"] = int(sum(x.size for x in jax.tree.leaves(feats or {})))
     return {
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "checkpoint_step": start_step,
         "batch_size": config.batch_size,
         "params": int(n_params),
+        "params_by_part": by_part,
         "train_steps_per_sec": FLAGS.steps / train_time,
         "train_rays_per_sec": FLAGS.steps * config.batch_size / train_time,
         "render_rays_per_sec": scene.height * scene.width / render_time,
