@@ -81,6 +81,25 @@ def per_pixel_match(rendered, window, margin: int, spatial_weight: float = 0.0,
     return target, offs[best]
 
 
+def reverse_match(rendered, window, margin: int, spatial_weight: float = 0.0,
+                  context: int = 1):
+    """(matched rendered pixels, ground truth), each `[B, P - 2m, P - 2m, C]`: for every
+    ground-truth pixel at least m from the patch edge (so that every candidate lies in the
+    patch), the rendered pixel within m of it that matches best, as `per_pixel_match` scores
+    them. The search is under a stop-gradient; the matched pixels keep their gradients."""
+    size = rendered.shape[-2] - 2 * margin
+    truth = jax.lax.stop_gradient(window[..., 2 * margin:2 * margin + size,
+                                         2 * margin:2 * margin + size, :])
+    crops = shifted_crops(rendered, margin)  # [O, B, P - 2m, P - 2m, C], with gradients
+    fixed = jax.lax.stop_gradient(crops)
+    cost = _box_sum(jnp.sum(jnp.square(fixed - truth[None]), -1), context)
+    offs = offsets(margin)
+    cost = cost + spatial_weight * jnp.sum(jnp.square(offs), -1).astype(cost.dtype)[
+        :, None, None, None]
+    best = jnp.argmin(cost, axis=0)
+    return jnp.take_along_axis(crops, best[None, ..., None], axis=0)[0], truth
+
+
 def _sub_pixel(costs, best):
     """The sub-pixel step in [-0.5, 0.5] from integer index `best [B]` towards the vertex of
     the parabola through `costs [B, S]` at the three indices around it (moved inwards at the
@@ -152,20 +171,31 @@ def aligned_target(rendered, window, margin: int, method: str, spatial_weight: f
 
 
 def alignment_loss(rendered, window, margin: int, kind: str = "mse", eps: float = 1e-3,
-                   method: str = "global_shift", spatial_weight: float = 0.0, context: int = 1):
+                   method: str = "global_shift", spatial_weight: float = 0.0, context: int = 1,
+                   bidirectional: bool = False):
     """Mean data loss (`kind`: 'mse' or 'charbonnier') of `rendered [B, P, P, 3]` against
-    its aligned target in `window [B, P + 2m, P + 2m, 3]`."""
+    its aligned target in `window [B, P + 2m, P + 2m, 3]`.
+
+    With `bidirectional` (per-pixel matching only), the mean with the reverse direction: every
+    ground-truth pixel must find its match among the rendered ones too (`reverse_match`), so a
+    render that drops a small detail is not a perfect match of a window that has it.
+    """
     target = aligned_target(rendered, window, margin, method, spatial_weight, context)
-    return losses.data_loss(rendered, target, kind, eps)
+    forward = losses.data_loss(rendered, target, kind, eps)
+    if not (bidirectional and method == "per_pixel"):
+        return forward
+    matched, truth = reverse_match(rendered, window, margin, spatial_weight, context)
+    return 0.5 * (forward + losses.data_loss(matched, truth, kind, eps))
 
 
 @gin.configurable
 class PatchAlignment:
     """The alignment-aware data term's settings; `start` is the fraction of training from
-    which it replaces the per-pixel data term (AligNeRF's second stage)."""
+    which it replaces the per-pixel data term (AligNeRF's second stage); `bidirectional`
+    adds the reverse direction to per-pixel matching."""
 
     def __init__(self, margin: int = 2, method: str = "global_shift", spatial_weight: float = 0.01,
-                 context: int = 1, start: float = 0.0):
+                 context: int = 1, start: float = 0.0, bidirectional: bool = True):
         for name, value, least in (("margin", margin, 1), ("context", context, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise UserError(f"PatchAlignment.{name}={value!r} must be an integer of at "
@@ -177,7 +207,13 @@ class PatchAlignment:
             raise UserError(f"PatchAlignment.start={start!r} must be a fraction of training "
                             "in [0, 1]")
         self.margin, self.method, self.context = margin, method, context
+        self.bidirectional = bool(bidirectional)
         self.spatial_weight, self.start = float(spatial_weight), float(start)
+
+    def loss(self, rendered, window, kind: str, eps: float):
+        """The alignment loss of `rendered` in `window` (see `alignment_loss`)."""
+        return alignment_loss(rendered, window, self.margin, kind, eps, self.method,
+                              self.spatial_weight, self.context, self.bidirectional)
 
     def target(self, rendered, window):
         """The aligned target of `rendered` in `window` (stop-gradient)."""
@@ -201,12 +237,16 @@ def alignment_term(config, weight: float = 1.0) -> LossTerm:
     """The alignment-aware data term: `Objective.extra_terms = [@alignment_term]`; from
     `PatchAlignment.start` on it replaces the per-pixel data term."""
     align = PatchAlignment()
+    if align.method == "per_pixel" and align.bidirectional and \
+            0 < config.patch_size <= 2 * align.margin:
+        raise UserError(f"two-way per-pixel alignment compares the pixels at least "
+                        f"PatchAlignment.margin={align.margin} from the patch edge; use "
+                        f"Config.patch_size > {2 * align.margin}")
 
     def aligned(inputs):
         rendered = inputs.outputs["rgb"]
         window = patch_window(inputs.target_patch, rendered.shape[-2], align.margin)
-        target = align.target(rendered, window)
-        return losses.data_loss(rendered, target, config.data_loss_type, config.charb_padding)
+        return align.loss(rendered, window, config.data_loss_type, config.charb_padding)
 
     return LossTerm("alignment", aligned, weight, margin=align.margin,
                     active=stage_gate(align.start), replaces="data", needs_patches=True)

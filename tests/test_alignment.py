@@ -59,13 +59,23 @@ def test_the_loss_is_the_plain_loss_within_the_window_and_not_beyond(method):
     noise = np.random.default_rng(2).normal(0, 0.01, truth.shape).astype(np.float32)
     rendered = truth + noise
     plain = float(losses.data_loss(rendered, truth, "mse", 0.0))
+    def plain_inner(dy, dx):  # the reverse direction: ground-truth pixels m from the edge,
+        rows = slice(M - dy, P - M - dy)  # each matched by the rendered pixel they show
+        cols = slice(M - dx, P - M - dx)
+        return float(losses.data_loss(rendered[:, rows, cols], truth[:, rows, cols], "mse", 0))
     for dy in range(-M, M + 1):
         for dx in range(-M, M + 1):
-            got = float(alignment.alignment_loss(rendered, _window(image, (dy, dx)), M,
-                                                 method=method, spatial_weight=0.01))
+            window = _window(image, (dy, dx))
+            got = float(alignment.alignment_loss(rendered, window, M, method=method,
+                                                 spatial_weight=0.01))
             # Per pixel the match is exact; one global shift is refined below a pixel by the
             # noise, which moves the loss by far less than the noise itself.
             np.testing.assert_allclose(got, plain, rtol=1e-6 if method == "per_pixel" else 0.05)
+            if method == "per_pixel":
+                both = float(alignment.alignment_loss(rendered, window, M, method=method,
+                                                      spatial_weight=0.01, bidirectional=True))
+                np.testing.assert_allclose(both, 0.5 * (plain + plain_inner(dy, dx)),
+                                           rtol=1e-6)
     beyond = float(alignment.alignment_loss(rendered, _window(image, (M + 1, 0)), M,
                                             method=method))
     assert beyond > 5 * plain
@@ -102,3 +112,22 @@ def test_offsets_and_crops_agree():
     crops = alignment.shifted_crops(jnp.asarray(window), M)
     for k, (dy, dx) in enumerate(np.asarray(alignment.offsets(M))):
         np.testing.assert_array_equal(crops[k], window[:, M + dy:M + dy + P, M + dx:M + dx + P])
+
+
+def test_a_dropped_detail_costs_nothing_one_way_and_something_both_ways():
+    # Ground truth: flat grey with one small dark dot; the render: flat grey, no dot. Each
+    # rendered pixel finds grey within the window, so one-way per-pixel matching calls the
+    # render perfect (the collapse measured on lego); the dot's pixels find no match back.
+    window = np.full((1, P + 2 * M, P + 2 * M, 3), 0.6, np.float32)
+    window[0, M + 5:M + 7, M + 5:M + 7] = 0.1
+    rendered = np.full((1, P, P, 3), 0.6, np.float32)
+    one_way = float(alignment.alignment_loss(rendered, window, M, method="per_pixel"))
+    both = float(alignment.alignment_loss(rendered, window, M, method="per_pixel",
+                                          bidirectional=True))
+    plain = float(losses.data_loss(rendered, window[:, M:M + P, M:M + P], "mse", 0.0))
+    assert one_way == 0.0
+    assert both > 0.5 * plain  # the four dot pixels, among the 8 x 8 compared both ways
+    # The reverse direction pulls the render's pixels at the dot towards it.
+    grad = jax.grad(lambda r: alignment.alignment_loss(r, window, M, method="per_pixel",
+                                                       bidirectional=True))(rendered)
+    assert float(jnp.abs(grad).max()) > 0
