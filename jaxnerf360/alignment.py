@@ -137,7 +137,8 @@ def bilinear_crop(window, shift, size: int):
     return top * (1 - fr) + bottom * fr
 
 
-def global_shift_match(rendered, window, margin: int, spatial_weight: float = 0.0):
+def global_shift_match(rendered, window, margin: int, spatial_weight: float = 0.0,
+                       sub_pixel: bool = True):
     """(aligned target `[B, P, P, C]`, shifts `[B, 2]`): the one shift per patch of least
     mean squared distance plus `spatial_weight * |o|^2`, refined below a pixel by a parabola
     along each axis through the distances at the integer optimum and its neighbours
@@ -153,6 +154,9 @@ def global_shift_match(rendered, window, margin: int, spatial_weight: float = 0.
     best = jnp.argmin(cost + penalty, axis=0)
     iy, ix = best // side, best % side
     b = jnp.arange(grid.shape[0])
+    if not sub_pixel:  # the crop itself: no resampling, which blurs the target a little
+        target = jnp.take_along_axis(crops, best[:, None, None, None][None], axis=0)[0]
+        return target, offs[best].astype(window.dtype)
     sub_y = _sub_pixel(grid[b, :, ix], iy)
     sub_x = _sub_pixel(grid[b, iy, :], ix)
     shift = jnp.stack([iy - margin + sub_y, ix - margin + sub_x], -1).astype(window.dtype)
@@ -160,19 +164,19 @@ def global_shift_match(rendered, window, margin: int, spatial_weight: float = 0.
 
 
 def aligned_target(rendered, window, margin: int, method: str, spatial_weight: float,
-                   context: int = 1):
+                   context: int = 1, sub_pixel: bool = True):
     """The target `[B, P, P, C]` that `method` aligns with `rendered` (stop-gradient)."""
     if method == "per_pixel":
         return per_pixel_match(rendered, window, margin, spatial_weight, context)[0]
     if method == "global_shift":
-        return global_shift_match(rendered, window, margin, spatial_weight)[0]
+        return global_shift_match(rendered, window, margin, spatial_weight, sub_pixel)[0]
     raise UserError(f"PatchAlignment.method={method!r} is unknown; choose one of "
                     f"{', '.join(METHODS)}")
 
 
 def alignment_loss(rendered, window, margin: int, kind: str = "mse", eps: float = 1e-3,
                    method: str = "global_shift", spatial_weight: float = 0.0, context: int = 1,
-                   bidirectional: bool = False):
+                   bidirectional: bool = False, sub_pixel: bool = True):
     """Mean data loss (`kind`: 'mse' or 'charbonnier') of `rendered [B, P, P, 3]` against
     its aligned target in `window [B, P + 2m, P + 2m, 3]`.
 
@@ -180,7 +184,8 @@ def alignment_loss(rendered, window, margin: int, kind: str = "mse", eps: float 
     ground-truth pixel must find its match among the rendered ones too (`reverse_match`), so a
     render that drops a small detail is not a perfect match of a window that has it.
     """
-    target = aligned_target(rendered, window, margin, method, spatial_weight, context)
+    target = aligned_target(rendered, window, margin, method, spatial_weight, context,
+                            sub_pixel)
     forward = losses.data_loss(rendered, target, kind, eps)
     if not (bidirectional and method == "per_pixel"):
         return forward
@@ -192,10 +197,12 @@ def alignment_loss(rendered, window, margin: int, kind: str = "mse", eps: float 
 class PatchAlignment:
     """The alignment-aware data term's settings; `start` is the fraction of training from
     which it replaces the per-pixel data term (AligNeRF's second stage); `bidirectional`
-    adds the reverse direction to per-pixel matching."""
+    adds the reverse direction to per-pixel matching; `sub_pixel` refines the global shift
+    below a pixel (resampling the target bilinearly)."""
 
     def __init__(self, margin: int = 2, method: str = "global_shift", spatial_weight: float = 0.01,
-                 context: int = 1, start: float = 0.0, bidirectional: bool = True):
+                 context: int = 1, start: float = 0.0, bidirectional: bool = True,
+                 sub_pixel: bool = True):
         for name, value, least in (("margin", margin, 1), ("context", context, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise UserError(f"PatchAlignment.{name}={value!r} must be an integer of at "
@@ -207,18 +214,19 @@ class PatchAlignment:
             raise UserError(f"PatchAlignment.start={start!r} must be a fraction of training "
                             "in [0, 1]")
         self.margin, self.method, self.context = margin, method, context
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional, self.sub_pixel = bool(bidirectional), bool(sub_pixel)
         self.spatial_weight, self.start = float(spatial_weight), float(start)
 
     def loss(self, rendered, window, kind: str, eps: float):
         """The alignment loss of `rendered` in `window` (see `alignment_loss`)."""
         return alignment_loss(rendered, window, self.margin, kind, eps, self.method,
-                              self.spatial_weight, self.context, self.bidirectional)
+                              self.spatial_weight, self.context, self.bidirectional,
+                              self.sub_pixel)
 
     def target(self, rendered, window):
         """The aligned target of `rendered` in `window` (stop-gradient)."""
         return aligned_target(rendered, window, self.margin, self.method,
-                              self.spatial_weight, self.context)
+                              self.spatial_weight, self.context, self.sub_pixel)
 
 
 def patch_window(target_patch, size: int, margin: int):

@@ -34,6 +34,9 @@ def test_both_matchings_recover_an_integer_shift(shift):
     np.testing.assert_array_equal(np.round(found[0]), shift)
     np.testing.assert_allclose(found[0], shift, atol=0.01)
     np.testing.assert_allclose(target, rendered, atol=0.01)
+    target, found = alignment.global_shift_match(rendered, window, M, 0.01, sub_pixel=False)
+    np.testing.assert_array_equal(found[0], shift)  # integers only: the exact crop
+    np.testing.assert_array_equal(target, rendered)
 
 
 @pytest.mark.parametrize("shift", [(0.3, -0.4), (-1.25, 0.5), (1.7, 1.45)])
