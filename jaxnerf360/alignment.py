@@ -12,9 +12,10 @@ crops of that window (o = 0 is the centred crop, the plain per-pixel target). Tw
   refined to sub-pixel precision by a parabola through its neighbours, and the window
   resampled bilinearly there.
 
-Per-pixel matching is a minimum over many candidates for every pixel, so it favours renders of
-the window's common colours: measured on the misaligned lego benchmark it erased small details
-(BENCHMARKS.md), and `global_shift`, rigid within a patch, is the default.
+Per-pixel matching is a minimum over many candidates for every pixel, so one way it favours
+renders of the window's common colours: on the misaligned lego benchmark it erased small
+details (BENCHMARKS.md). `bidirectional` adds the reverse direction, and `global_shift`, rigid
+within a patch, is the default.
 
 The search runs under a stop-gradient: it picks the target, and only the rendered side is
 pulled towards it. The loss itself is the run's data loss against that aligned target, so a
