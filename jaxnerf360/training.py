@@ -295,6 +295,10 @@ def _check_patches(config, model, objective, supervision, field) -> int:
     if model.head is not None:
         check_head_channels(model.parts()[HEAD], field)
     wider = model.head_geometry()[0] or objective.margin
+    if size and wider and config.background == "random":
+        raise UserError("Config.background = 'random' draws a background per ray, which the "
+                        "ground-truth margin of a head or the alignment loss does not have; "
+                        "use 'white' or 'black'")
     if size and wider and (supervision.needs_images or supervision.needs_edges):
         raise UserError("spectral control's image blur and edge weights work on independent "
                         "pixels, not on patches with a margin (a head or the alignment loss); "

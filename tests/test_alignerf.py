@@ -142,6 +142,8 @@ def test_an_aligned_run_trains_in_two_stages(synthetic_dir):
       "Objective.extra_terms = [@alignment_term]"], "do not fit"),
     (["Config.patch_size = 4", "Config.batch_size = 64", "PatchAlignment.method = 'per_pixel'",
       "Objective.extra_terms = [@alignment_term]"], "Config.patch_size > 4"),
+    (["Config.patch_size = 4", "Config.batch_size = 64", "Config.background = 'random'",
+      "Objective.extra_terms = [@alignment_term]"], "background = 'random'"),
     (["Config.patch_size = 4", "Config.batch_size = 64", "PatchAlignment.method = 'cobi'",
       "Objective.extra_terms = [@alignment_term]"], "PatchAlignment.method"),
 ])
