@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxnerf360 import losses
 from jaxnerf360.errors import UserError
 from jaxnerf360.objective import LossTerm, stage_gate
+from jaxnerf360.train_step import center_crop
 
 METHODS = ("per_pixel", "global_shift")
 
@@ -236,9 +237,7 @@ def patch_window(target_patch, size: int, margin: int):
     if target_patch.shape[-2] < extent:
         raise UserError(f"the ground-truth patches are {target_patch.shape[-2]} pixels wide, "
                         f"fewer than the {extent} that a margin of {margin} needs")
-    top = (target_patch.shape[-3] - extent) // 2
-    left = (target_patch.shape[-2] - extent) // 2
-    return target_patch[..., top:top + extent, left:left + extent, :]
+    return center_crop(target_patch, extent, extent)
 
 
 @gin.configurable
