@@ -67,6 +67,18 @@ def _box_sum(cost, radius: int):
     return total
 
 
+def _best_candidates(candidates, fixed, reference, margin: int, spatial_weight: float,
+                     context: int):
+    """(the candidate `[B, ...]` of least cost at every pixel, its index `[B, ...]`): the cost
+    of `fixed [O, B, ...]` (the candidates under a stop-gradient) against `reference` is the
+    squared colour distance over a `(2 context + 1)^2` neighbourhood plus `spatial_weight *
+    |o|^2`."""
+    cost = _box_sum(jnp.sum(jnp.square(fixed - reference[None]), -1), context)
+    penalty = spatial_weight * jnp.sum(jnp.square(offsets(margin)), -1).astype(cost.dtype)
+    best = jnp.argmin(cost + penalty[:, None, None, None], axis=0)
+    return jnp.take_along_axis(candidates, best[None, ..., None], axis=0)[0], best
+
+
 def per_pixel_match(rendered, window, margin: int, spatial_weight: float = 0.0,
                     context: int = 1):
     """(aligned target `[B, P, P, C]`, offsets `[B, P, P, 2]`): each rendered pixel's best
@@ -74,13 +86,8 @@ def per_pixel_match(rendered, window, margin: int, spatial_weight: float = 0.0,
     neighbourhood plus `spatial_weight * |o|^2` (stop-gradient)."""
     rendered, window = jax.lax.stop_gradient(rendered), jax.lax.stop_gradient(window)
     crops = shifted_crops(window, margin)  # [O, B, P, P, C]
-    cost = _box_sum(jnp.sum(jnp.square(crops - rendered[None]), -1), context)
-    offs = offsets(margin)
-    cost = cost + spatial_weight * jnp.sum(jnp.square(offs), -1).astype(cost.dtype)[
-        :, None, None, None]
-    best = jnp.argmin(cost, axis=0)  # [B, P, P]
-    target = jnp.take_along_axis(crops, best[None, ..., None], axis=0)[0]
-    return target, offs[best]
+    target, best = _best_candidates(crops, crops, rendered, margin, spatial_weight, context)
+    return target, offsets(margin)[best]
 
 
 def reverse_match(rendered, window, margin: int, spatial_weight: float = 0.0,
@@ -93,13 +100,9 @@ def reverse_match(rendered, window, margin: int, spatial_weight: float = 0.0,
     truth = jax.lax.stop_gradient(window[..., 2 * margin:2 * margin + size,
                                          2 * margin:2 * margin + size, :])
     crops = shifted_crops(rendered, margin)  # [O, B, P - 2m, P - 2m, C], with gradients
-    fixed = jax.lax.stop_gradient(crops)
-    cost = _box_sum(jnp.sum(jnp.square(fixed - truth[None]), -1), context)
-    offs = offsets(margin)
-    cost = cost + spatial_weight * jnp.sum(jnp.square(offs), -1).astype(cost.dtype)[
-        :, None, None, None]
-    best = jnp.argmin(cost, axis=0)
-    return jnp.take_along_axis(crops, best[None, ..., None], axis=0)[0], truth
+    matched, _ = _best_candidates(crops, jax.lax.stop_gradient(crops), truth, margin,
+                                  spatial_weight, context)
+    return matched, truth
 
 
 def _sub_pixel(costs, best):
