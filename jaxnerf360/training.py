@@ -20,6 +20,7 @@ from jaxnerf360 import checkpoints, compressed, events, objective, optim, parall
 from jaxnerf360.cameras import POSE, Cameras
 from jaxnerf360.data.batching import PatchBatcher, RayBatcher
 from jaxnerf360.data.cameras import image_rays
+from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import FIELD, HEAD, Model
 from jaxnerf360.rendering import counted_samples, map_rays
@@ -94,7 +95,7 @@ class Training:
                                 self.patch_size + 2 * radius, margin=self.objective.margin,
                                 seed=seed,
                                 process_index=process_index, process_count=process_count,
-                                start_step=start_step)
+                                start_step=start_step, sampling=PatchSampling())
         return RayBatcher(self.scene, self.config.batch_size, seed=seed,
                           process_index=process_index, process_count=process_count,
                           start_step=start_step)

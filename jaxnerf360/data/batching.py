@@ -8,6 +8,7 @@ exactly the batches an uninterrupted run would have seen.
 import numpy as np
 
 from jaxnerf360.data.cameras import pixels_to_rays, scene_rays
+from jaxnerf360.data.patch_sampling import DetailSampler, PatchSampling
 from jaxnerf360.data.scene import Batch, Scene
 from jaxnerf360.errors import UserError
 
@@ -128,12 +129,13 @@ class PatchBatcher(_Batcher):
     pixel blocks, with s times their footprint); its ground truth `rgb` (and alpha) covers the
     same pixels at full resolution plus a `margin` of m pixels on every side: `[B, P s + 2m,
     P s + 2m, 3]` (just the rays' pixels when s = 1 and m = 0). `pixels` are the rays' (col,
-    row) coordinates. Corners are uniform over the windows that fit the image.
+    row) coordinates. Corners are uniform over the windows that fit the image, or a share of
+    them drawn by image detail (`sampling`, see `data.patch_sampling`).
     """
 
     def __init__(self, scene: Scene, num_patches: int, patch_size: int, stride: int = 1,
                  margin: int = 0, seed: int = 0, process_index: int = 0, process_count: int = 1,
-                 start_step: int = 0):
+                 start_step: int = 0, sampling: PatchSampling | None = None):
         super().__init__(scene, num_patches, "patches per batch", seed, process_index,
                          process_count, start_step)
         for name, value, least in (("patch size", patch_size, 1), ("patch stride", stride, 1),
@@ -147,6 +149,10 @@ class PatchBatcher(_Batcher):
                             f"{scene.height} training images; use smaller patches")
         self.size, self.stride, self.margin = patch_size, stride, margin
         self._corners = None  # [K, 3] (image, top, left) allowed by `keep_only`
+        self._detail_fraction = 0.0 if sampling is None else sampling.detail_fraction
+        self._detail = None
+        if self._detail_fraction > 0:
+            self._detail = DetailSampler(scene.images, self.extent)
 
     def keep_only(self, mask) -> int:
         """Draws from here on only patches whose centre pixel `mask [N, H, W]` keeps; returns
@@ -162,6 +168,8 @@ class PatchBatcher(_Batcher):
             raise UserError("no training patch reaches occupied space: the occupancy grid is "
                             "empty; lower OccupancySampler.threshold or update the grid later")
         self._corners = np.stack([img, top, left], -1)[keep]
+        if self._detail is not None:
+            self._detail.restrict(mask)
         return int(keep.sum())
 
     def next_with_alpha(self):
@@ -174,6 +182,12 @@ class PatchBatcher(_Batcher):
             left = rng.integers(0, scene.width - self.extent + 1, n)
         else:
             img, top, left = self._corners[rng.integers(0, len(self._corners), n)].T
+        if self._detail is not None and self._detail.usable:
+            by_detail = rng.random(n) < self._detail_fraction
+            d_img, d_top, d_left = self._detail.draw(rng, n)
+            img = np.where(by_detail, d_img, img)
+            top = np.where(by_detail, d_top, top)
+            left = np.where(by_detail, d_left, left)
         s, m = self.stride, self.margin
         steps = s * np.arange(self.size) + 0.5 * s  # ray centres within the patch
         rows = (top[:, None] + m + steps)[:, :, None] * np.ones((1, 1, self.size))
