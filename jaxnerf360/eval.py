@@ -1,7 +1,9 @@
 """Evaluates a trained run on its test views: `python -m jaxnerf360.eval`.
 
 Writes `eval/<name>.png`, `eval/<name>_depth.png` and `eval/metrics.json` (means
-under `psnr`, `ssim`, `lpips` and a per-image list) under Config.checkpoint_dir.
+under `psnr`, `ssim`, `lpips`, a per-image list, and `rcc`: the reprojective colour
+consistency of the first `Consistency.eval_frames` frames of the render path) under
+Config.checkpoint_dir.
 """
 
 import dataclasses
@@ -14,7 +16,17 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from jaxnerf360 import cli, configs, metrics, objective, optim, outputs, parallel
+from jaxnerf360 import (
+    cli,
+    configs,
+    consistency,
+    metrics,
+    objective,
+    optim,
+    outputs,
+    parallel,
+    rendering,
+)
 from jaxnerf360.cameras import POSE, Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import scene_rays, scene_view
@@ -73,6 +85,14 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
         values = [r[key] for r in per_image if r.get(key) is not None]
         summary[key] = float(np.mean(values)) if values else None
     summary.update(pose_report)
+    frames = consistency.Consistency().eval_frames
+    if frames >= 2:
+        # The first frames of the render path (so spaced as in the video), fitted to the test
+        # cameras (in the optimised frame for a pose run).
+        views = rendering.path_of(config, scene, max(frames, config.render_frames),
+                               test_poses)[:frames]
+        summary["rcc"] = consistency.path_consistency(
+            rendering.render_views(renderer, state, views), views)
     summary["per_image"] = per_image
     if jax.process_index() == 0:
         with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:

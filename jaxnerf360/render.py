@@ -1,19 +1,21 @@
 """Renders a camera path of a trained run to MP4 and PNG frames: `python -m jaxnerf360.render`.
 
-Writes `render/rgb.mp4`, `render/depth.mp4` and `render/frames/*.png` under
+Writes `render/rgb.mp4`, `render/depth.mp4`, `render/frames/*.png` and
+`render/metrics.json` (the path's reprojective colour consistency, RCC) under
 Config.checkpoint_dir. The path is an ellipse around 360 and object scenes, a spiral
 for forward-facing scenes, or an interpolation through the training cameras.
 """
 
+import json
 import os
 
+import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxnerf360 import camera_paths, cli, outputs, parallel
+from jaxnerf360 import cli, consistency, outputs, parallel, rendering
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
-from jaxnerf360.data.cameras import View
 from jaxnerf360.errors import UserError
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.training import load_trained
@@ -22,7 +24,10 @@ flags.DEFINE_integer("frames", None, "Override Config.render_frames.")
 
 
 def render_path(config, n_frames=None, compressed_path: str | None = None) -> str:
-    """Renders the path (of a run, or of a compressed scene file); returns the output directory."""
+    """Renders the path (of a run, or of a compressed scene file); returns the output directory.
+
+    Also writes `render/metrics.json`: the path's reprojective colour consistency (RCC).
+    """
     n_frames = n_frames or config.render_frames
     mesh = parallel.make_mesh()
     scene = load_split(config, "train")
@@ -33,29 +38,27 @@ def render_path(config, n_frames=None, compressed_path: str | None = None) -> st
     if learned:  # the path follows the optimised cameras, in the frame the field learnt
         scene.camtoworlds = cameras.current(state.params)
     renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
-    path = camera_paths.make_path(config.render_path, scene.camtoworlds, n_frames, scene.kind)
-    f = config.render_factor
+    views = rendering.path_of(config, scene, n_frames)
     out_dir = os.path.join(config.checkpoint_dir, "render")
-    rgbs, depths, accs = [], [], []
-    for i, pose in enumerate(path):
-        view = View(camtoworld=pose, intrinsics=scene.intrinsics[0] / np.float32(f),
-                    width=scene.width // f, height=scene.height // f, near=scene.near,
-                    far=scene.far, ndc=scene.ndc)
-        out = renderer.image(state, view)
-        rgbs.append(np.clip(out["rgb"], 0, 1))
-        depths.append(out["distance_median"])
-        accs.append(out["acc"])
-        outputs.write_png(os.path.join(out_dir, "frames", f"rgb_{i:04d}.png"), rgbs[-1])
+
+    def write_frame(i, rgb):
+        outputs.write_png(os.path.join(out_dir, "frames", f"rgb_{i:04d}.png"), rgb)
         logging.info("frame %d/%d", i + 1, n_frames)
+
+    frames = rendering.render_views(renderer, state, views, write_frame)
     # One normalisation for the whole depth video, so brightness does not flicker.
-    lo, hi = outputs.depth_range(np.stack(depths), np.stack(accs))
-    depth_frames = [outputs.depth_to_image(d, a, lo=lo, hi=hi) for d, a in zip(depths, accs,
-                                                                               strict=True)]
+    lo, hi = outputs.depth_range(frames["depth"], frames["acc"])
+    depth_frames = [outputs.depth_to_image(d, a, lo=lo, hi=hi)
+                    for d, a in zip(frames["depth"], frames["acc"], strict=True)]
     for i, d in enumerate(depth_frames):
         outputs.write_png(os.path.join(out_dir, "frames", f"depth_{i:04d}.png"), d)
-    outputs.write_video(os.path.join(out_dir, "rgb.mp4"), np.stack(rgbs), config.render_fps)
+    outputs.write_video(os.path.join(out_dir, "rgb.mp4"), frames["rgb"], config.render_fps)
     outputs.write_video(os.path.join(out_dir, "depth.mp4"), np.stack(depth_frames),
                         config.render_fps)
+    if n_frames >= 2 and jax.process_index() == 0:
+        summary = {"step": int(state.step), "rcc": consistency.path_consistency(frames, views)}
+        with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
     logging.info("wrote %d frames to %s", n_frames, out_dir)
     return out_dir
 

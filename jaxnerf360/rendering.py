@@ -13,7 +13,7 @@ import math
 import jax
 import numpy as np
 
-from jaxnerf360 import parallel
+from jaxnerf360 import camera_paths, parallel
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data.cameras import View
 from jaxnerf360.model import background_colors
@@ -144,3 +144,28 @@ class Renderer:
                           left * scale:(left + wide) * scale] = value
         return {name: value[:view.height * scales[name], :view.width * scales[name]]
                 for name, value in out.items()}
+
+
+def path_of(config, scene, n_frames: int, camtoworlds=None) -> list:
+    """The `View`s of the run's render path through the scene's cameras (or `camtoworlds`):
+    `n_frames` poses at 1/render_factor resolution."""
+    poses = camera_paths.make_path(config.render_path, scene.camtoworlds if camtoworlds is None
+                                   else camtoworlds, n_frames, scene.kind)
+    f = config.render_factor
+    intrinsics = scene.intrinsics[0] / np.float32(f)
+    return [View(camtoworld=np.asarray(pose)[:3, :4], intrinsics=intrinsics,
+                 width=scene.width // f, height=scene.height // f, near=scene.near,
+                 far=scene.far, ndc=scene.ndc) for pose in poses]
+
+
+def render_views(renderer, state, views, on_frame=None) -> dict:
+    """Renders `views`: `rgb [T, H, W, 3]` (clipped), `depth` and `acc` `[T, H, W]`."""
+    rgbs, depths, accs = [], [], []
+    for i, view in enumerate(views):
+        out = renderer.image(state, view)
+        rgbs.append(np.clip(out["rgb"], 0, 1))
+        depths.append(out["distance_median"])
+        accs.append(out["acc"])
+        if on_frame is not None:
+            on_frame(i, rgbs[-1])
+    return {"rgb": np.stack(rgbs), "depth": np.stack(depths), "acc": np.stack(accs)}

@@ -68,6 +68,9 @@ def test_eval_writes_metrics_and_images(trained):
     assert len(metrics["per_image"]) == 2
     for key in ("psnr", "ssim", "lpips"):
         assert np.isfinite(metrics[key])
+    # RCC over the first 8 frames of the render path (consistency.Consistency.eval_frames).
+    rcc = metrics["rcc"]
+    assert rcc["frames"] == 8 and 0 < rcc["covisible"] <= 1 and 5 < rcc["rcc"] < 80, rcc
     pngs = sorted((tmp / "run" / "eval").glob("*.png"))
     assert len(pngs) == 4
     img = np.asarray(Image.open(pngs[0]))
@@ -92,6 +95,8 @@ def test_render_writes_videos_and_frames(trained):
 
     video = iio.imread(out / "rgb.mp4")
     assert video.shape[0] == 3 and video.shape[1:3] == (16, 16)
+    rcc = json.loads((out / "metrics.json").read_text())["rcc"]
+    assert rcc["frames"] == 3 and 0 < rcc["covisible"] <= 1 and np.isfinite(rcc["mse"]), rcc
 
 
 def _latest_params(run_dir):

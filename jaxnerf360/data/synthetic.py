@@ -163,6 +163,11 @@ def trace(origins: np.ndarray, directions: np.ndarray) -> tuple:
     return np.where(hit[:, None], rgb, 0.0), hit.astype(np.float32)
 
 
+def distance(origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Ray distance `[n]` (in units of `directions [n, 3]`) to the first surface; inf on a miss."""
+    return np.min([hit(origins, directions)[0] for hit in _PRIMITIVES], axis=0)
+
+
 def look_at_origin(position: np.ndarray) -> np.ndarray:
     """`[3]` camera centre -> `[4, 4]` OpenGL camera-to-world looking at the origin, +z up."""
     back = position / np.linalg.norm(position)
