@@ -52,6 +52,7 @@ class Training:
             self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
                                             edges=self.supervision.edge_maps(scene.images))
         self.objective = objective.build(config, self.field.regularizers())
+        check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
         self.patch_size = _check_patches(config, self.model, self.objective,
                                          self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
@@ -311,6 +312,16 @@ def _check_patches(config, model, objective, supervision, field) -> int:
         raise UserError(f"Config.batch_size={config.batch_size} must be a multiple of "
                         f"Config.patch_size^2={size * size} (whole patches per step)")
     return size
+
+
+def check_output_size(scene, factor: int, where) -> None:
+    """The training images split into whole k x k blocks for a head that upsamples by k."""
+    if factor > 1 and (scene.width % factor or scene.height % factor):
+        w, h = scene.width - scene.width % factor, scene.height - scene.height % factor
+        raise UserError(f"the {scene.width}x{scene.height} images of {where} are not divisible "
+                        f"by the head's upsampling factor {factor}; crop them to {w}x{h} or "
+                        f"pad them to {w + factor * (w < scene.width)}x"
+                        f"{h + factor * (h < scene.height)} (or change Config.factor)")
 
 
 def check_head_channels(head, field) -> None:
