@@ -91,9 +91,12 @@ class Training:
                      process_count: int = 1):
         """A batcher of this run's kind (pixels, or patches for a head)."""
         if self.patch_size:
-            radius, _ = self.model.head_geometry()
+            # Config.patch_size counts output pixels; a head that upsamples by k is fed rays
+            # on a grid k times coarser, with its receptive radius of rays around them.
+            radius, k = self.model.head_geometry()
             return PatchBatcher(self.scene, self.config.batch_size // self.patch_size**2,
-                                self.patch_size + 2 * radius, margin=self.objective.margin,
+                                self.patch_size // k + 2 * radius, stride=k,
+                                margin=self.objective.margin,
                                 seed=seed,
                                 process_index=process_index, process_count=process_count,
                                 start_step=start_step, sampling=PatchSampling())
@@ -305,9 +308,10 @@ def _check_patches(config, model, objective, supervision, field) -> int:
         raise UserError("spectral control's image blur and edge weights work on independent "
                         "pixels, not on patches with a margin (a head or the alignment loss); "
                         "turn them off (ImageBlur.schedule = (), EdgeWeights.until = 0)")
-    if size and model.head_geometry()[1] != 1:
-        raise UserError("training a head that upsamples is not supported yet; use a head "
-                        "with upsample() == 1")
+    k = model.head_geometry()[1]
+    if size and size % k:
+        raise UserError(f"Config.patch_size={size} must be a multiple of the head's "
+                        f"upsampling factor {k} (output pixels per latent pixel)")
     if size and config.batch_size % (size * size):
         raise UserError(f"Config.batch_size={config.batch_size} must be a multiple of "
                         f"Config.patch_size^2={size * size} (whole patches per step)")

@@ -166,3 +166,32 @@ def test_bad_latent_settings_are_one_clear_line(synthetic_dir, bindings, match):
     with pytest.raises(UserError) as err:
         training.setup(config, load_split(config, "train"), parallel.make_mesh())
     assert match in str(err.value).splitlines()[0]  # the line the CLI prints
+
+
+def test_a_latent_run_trains_on_coarse_rays_against_full_resolution_patches(synthetic_dir):
+    # k = 2 keeps the window of rays (the radius around them included) inside 32 x 32 images.
+    config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], *HEAD,
+                     "LatentDecoder.factor = 2", "Config.patch_size = 8", "Config.lr_init = 1e-3",
+                     "Config.lr_final = 1e-3",
+                     "Config.batch_size = 128")
+    mesh = parallel.make_mesh()
+    run = training.setup(config, load_split(config, "train"), mesh)
+    r, k = run.model.head_geometry()
+    batch = run.next_batch()
+    # 2 patches of 8 x 8 output pixels: 4 x 4 latent rays and the radius, on a 2x coarser grid.
+    side = 8 // k + 2 * r
+    assert batch["rays"].origins.shape == (2, side, side, 3)
+    assert batch["rgb"].shape == (2, side * k, side * k, 3)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    state, losses = run.state, []
+    for _ in range(30):
+        state, stats = run.step(state, batch, key)
+        losses.append(float(stats["data"]))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_latent_patches_must_be_whole_latent_pixels(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], *HEAD,
+                     "Config.patch_size = 6", "Config.batch_size = 72")
+    with pytest.raises(UserError, match="multiple of the head's upsampling factor 4"):
+        training.setup(config, load_split(config, "train"), parallel.make_mesh())
