@@ -90,7 +90,7 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
         # The first frames of the render path (so spaced as in the video), fitted to the test
         # cameras (in the optimised frame for a pose run).
         views = rendering.path_of(config, scene, max(frames, config.render_frames),
-                               test_poses)[:frames]
+                                  test_poses, renderer.upsample)[:frames]
         summary["rcc"] = consistency.path_consistency(
             rendering.render_views(renderer, state, views), views)
     summary["per_image"] = per_image

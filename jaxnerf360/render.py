@@ -38,7 +38,7 @@ def render_path(config, n_frames=None, compressed_path: str | None = None) -> st
     if learned:  # the path follows the optimised cameras, in the frame the field learnt
         scene.camtoworlds = cameras.current(state.params)
     renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
-    views = rendering.path_of(config, scene, n_frames)
+    views = rendering.path_of(config, scene, n_frames, multiple=renderer.upsample)
     out_dir = os.path.join(config.checkpoint_dir, "render")
 
     def write_frame(i, rgb):

@@ -16,6 +16,7 @@ import numpy as np
 from jaxnerf360 import camera_paths, parallel
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data.cameras import View
+from jaxnerf360.errors import UserError
 from jaxnerf360.model import background_colors
 
 _PER_SAMPLE = ("sdist", "weights", "prop_levels", "overflow")  # not images
@@ -146,16 +147,23 @@ class Renderer:
                 for name, value in out.items()}
 
 
-def path_of(config, scene, n_frames: int, camtoworlds=None) -> list:
+def path_of(config, scene, n_frames: int, camtoworlds=None, multiple: int = 1) -> list:
     """The `View`s of the run's render path through the scene's cameras (or `camtoworlds`):
-    `n_frames` poses at 1/render_factor resolution."""
+    `n_frames` poses at 1/render_factor resolution, the size cut down to a `multiple` (of a
+    head's upsampling factor) on the right and bottom."""
     poses = camera_paths.make_path(config.render_path, scene.camtoworlds if camtoworlds is None
                                    else camtoworlds, n_frames, scene.kind)
     f = config.render_factor
     intrinsics = scene.intrinsics[0] / np.float32(f)
-    return [View(camtoworld=np.asarray(pose)[:3, :4], intrinsics=intrinsics,
-                 width=scene.width // f, height=scene.height // f, near=scene.near,
-                 far=scene.far, ndc=scene.ndc) for pose in poses]
+    width = scene.width // f // multiple * multiple
+    height = scene.height // f // multiple * multiple
+    if not width or not height:
+        raise UserError(f"render frames of {scene.width // f}x{scene.height // f} pixels "
+                        f"(Config.render_factor = {f}) are smaller than the head's upsampling "
+                        f"factor {multiple}; lower Config.render_factor")
+    return [View(camtoworld=np.asarray(pose)[:3, :4], intrinsics=intrinsics, width=width,
+                 height=height, near=scene.near, far=scene.far, ndc=scene.ndc)
+            for pose in poses]
 
 
 def render_views(renderer, state, views, on_frame=None) -> dict:

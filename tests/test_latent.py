@@ -195,3 +195,15 @@ def test_latent_patches_must_be_whole_latent_pixels(synthetic_dir):
                      "Config.patch_size = 6", "Config.batch_size = 72")
     with pytest.raises(UserError, match="multiple of the head's upsampling factor 4"):
         training.setup(config, load_split(config, "train"), parallel.make_mesh())
+
+
+def test_render_paths_are_cut_to_whole_latent_pixels(synthetic_dir):
+    from jaxnerf360 import rendering
+
+    config = _config(synthetic_dir, "Config.render_factor = 3")  # 32 / 3: frames of 10 x 10
+    scene = load_split(config, "train")
+    views = rendering.path_of(config, scene, 3, multiple=4)
+    assert [(v.width, v.height) for v in views] == [(8, 8)] * 3
+    assert rendering.path_of(config, scene, 2)[0].width == 10
+    with pytest.raises(UserError, match="lower Config.render_factor"):
+        rendering.path_of(config, scene, 2, multiple=16)
