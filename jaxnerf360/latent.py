@@ -10,9 +10,9 @@ The decoder uses valid convolutions only, so every output pixel depends on a kno
 latents and whole images rendered in overlapping tiles have no seams (`heads`): a 3x3 stem
 and `blocks` residual blocks at the latent scale, then log2(k) stages that double the
 resolution (nearest neighbour, or sub-pixel: a 1x1 convolution to 4x the channels and a
-depth-to-space shuffle) and apply a 3x3 convolution, halving the width down to `min_width`;
-a 1x1 convolution and a sigmoid give rgb. `size` picks the widths: 'large', or 'small' in the
-spirit of the paper's R32.
+depth-to-space shuffle) and apply a 3x3 convolution, halving the width down to the size's
+narrowest; a 1x1 convolution and a sigmoid give rgb. `size` picks the widths: 'large', or
+'small' in the spirit of the paper's R32.
 """
 
 import math

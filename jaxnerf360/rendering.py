@@ -167,13 +167,18 @@ def path_of(config, scene, n_frames: int, camtoworlds=None, multiple: int = 1) -
 
 
 def render_views(renderer, state, views, on_frame=None) -> dict:
-    """Renders `views`: `rgb [T, H, W, 3]` (clipped), `depth` and `acc` `[T, H, W]`."""
+    """Renders `views`: `rgb [T, H, W, 3]` (clipped), `depth` and `acc` `[T, H, W]`.
+
+    A head that upsamples by k renders depth and opacity per latent pixel; each is repeated
+    over its k x k output pixels, so that every output pixel has one.
+    """
     rgbs, depths, accs = [], [], []
     for i, view in enumerate(views):
         out = renderer.image(state, view)
         rgbs.append(np.clip(out["rgb"], 0, 1))
-        depths.append(out["distance_median"])
-        accs.append(out["acc"])
+        k = renderer.upsample
+        depths.append(np.repeat(np.repeat(out["distance_median"], k, 0), k, 1))
+        accs.append(np.repeat(np.repeat(out["acc"], k, 0), k, 1))
         if on_frame is not None:
             on_frame(i, rgbs[-1])
     return {"rgb": np.stack(rgbs), "depth": np.stack(depths), "acc": np.stack(accs)}

@@ -152,6 +152,14 @@ def test_latent_images_are_seamless_in_tiles(synthetic_dir):
         tiled = Renderer(model, parallel.make_mesh(), "white", chunk=chunk).image(state, view)
         assert tiled["rgb"].shape == (24, 24, 3) and tiled["acc"].shape == (6, 6)
         np.testing.assert_allclose(tiled["rgb"], whole["rgb"][0], atol=3e-5)
+    # Path frames carry depth and opacity per output pixel (each latent's over its k x k block).
+    from jaxnerf360 import consistency, rendering
+
+    frames = rendering.render_views(Renderer(model, parallel.make_mesh(), "white",
+                                             chunk=(2 * r + 3) ** 2), state, [view, view])
+    assert frames["depth"].shape == (2, 24, 24) and frames["acc"].shape == (2, 24, 24)
+    np.testing.assert_array_equal(frames["acc"][0, :4, :4], frames["acc"][0, 0, 0])
+    assert consistency.path_consistency(frames, [view, view])["frames"] == 2
 
 
 @pytest.mark.parametrize("bindings, match", [
