@@ -21,7 +21,6 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxnerf360.errors import UserError
 from jaxnerf360.heads import Head
@@ -154,11 +153,6 @@ class LatentEncoder(nn.Module):
             y = nn.relu(nn.Conv(width, (3, 3), name=f"block{i}_a")(x))
             x = nn.relu(x + nn.Conv(width, (3, 3), name=f"block{i}_b")(y))
         return nn.Conv(self.latent_dim, (1, 1), name="latent")(x)
-
-
-def parameter_count(params) -> int:
-    """Number of scalars in a parameter tree."""
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
 def flops_per_output_pixel(decoder: LatentDecoder, params, latent_side: int = 16) -> float:

@@ -49,3 +49,8 @@ class Part(nn.Module):
     def param_groups(self) -> dict:
         """{label: ParamGroup} of the labels `param_labels` uses besides NETWORK."""
         return {}
+
+
+def parameter_count(params) -> int:
+    """Number of scalars in a parameter tree (0 for None or an empty tree)."""
+    return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -27,6 +27,7 @@ from absl import app, flags
 from jaxnerf360 import configs, parallel, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import scene_view
+from jaxnerf360.parts import parameter_count
 from jaxnerf360.rendering import Renderer
 
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 3 warm-up steps).")
@@ -81,12 +82,12 @@ def speed(config, restore: bool = False) -> dict:
     t0 = time.perf_counter()
     renderer.image(state, view)
     render_time = time.perf_counter() - t0
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    by_part = {name: int(sum(x.size for x in jax.tree.leaves(tree)))
+    n_params = parameter_count(state.params)
+    by_part = {name: parameter_count(tree)
                for name, tree in training.Training.model_params(state).items()}
     if "head" in by_part:  # a field's features layer exists only to feed the head
         feats = training.Training.model_params(state)["field"].get("features")
-        by_part["field_features"] = int(sum(x.size for x in jax.tree.leaves(feats or {})))
+        by_part["field_features"] = parameter_count(feats)
     return {
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "checkpoint_step": start_step,

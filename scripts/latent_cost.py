@@ -17,8 +17,8 @@ from jaxnerf360.latent import (
     LatentDecoder,
     LatentEncoder,
     flops_per_output_pixel,
-    parameter_count,
 )
+from jaxnerf360.parts import parameter_count
 
 flags.DEFINE_integer("latent_dim", 8, "Latent channels.")
 FLAGS = flags.FLAGS

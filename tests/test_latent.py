@@ -18,9 +18,9 @@ from jaxnerf360.latent import (
     LatentEncoder,
     depth_to_space,
     flops_per_output_pixel,
-    parameter_count,
 )
 from jaxnerf360.model import Model
+from jaxnerf360.parts import parameter_count
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.train_step import TrainState, dummy_rays
 from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config
