@@ -67,7 +67,6 @@ class DetailSampler:
         valid = np.zeros((h, w), bool)
         valid[lo:h - extent + lo + 1, lo:w - extent + lo + 1] = True
         self._detail = (detail * valid).reshape(-1)
-        self._cdf = None
         self.restrict(None)
 
     def restrict(self, mask) -> None:
@@ -85,7 +84,7 @@ class DetailSampler:
         """`count` corners `(image, top, left)`, each `[count]` int."""
         flat = np.searchsorted(self._cdf, rng.random(count) * self._cdf[-1], side="right")
         flat = np.minimum(flat, self._cdf.size - 1)
-        n, h, w = self.shape
+        _, h, w = self.shape
         img, pixel = np.divmod(flat, h * w)
         row, col = np.divmod(pixel, w)
         return img, row - self.extent // 2, col - self.extent // 2
