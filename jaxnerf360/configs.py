@@ -19,7 +19,7 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings that override the 
 _REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.fields.mlp",
                         "jaxnerf360.fields.tensorf", "jaxnerf360.cameras",
                         "jaxnerf360.supervision", "jaxnerf360.objective", "jaxnerf360.heads",
-                        "jaxnerf360.alignment", "jaxnerf360.perceptual",
+                        "jaxnerf360.latent", "jaxnerf360.alignment", "jaxnerf360.perceptual",
                         "jaxnerf360.data.misalign", "jaxnerf360.data.patch_sampling")
 
 

@@ -81,6 +81,14 @@ class GridResize(Event):
         return parallel.replicate(resized(state, run.field, resolution), run.mesh)
 
 
+class PhaseStart(Event):
+    """A training phase of the head's plan begins: its own compiled step from here."""
+
+    def apply(self, run, state):
+        log_change(run.describe_phase(int(state.step)), int(state.step), "begins")
+        return state
+
+
 class SpectralEnd(Event):
     """From here the train step is compiled without spectral control."""
 
@@ -102,12 +110,15 @@ def for_run(run) -> list:
         out.append(GridResize(field.resolution_schedule()))
     if run.spectral_end is not None:
         out.append(SpectralEnd([run.spectral_end]))
+    if run.plan is not None:
+        out.append(PhaseStart([step for step, _ in run.plan.starts(run.config.max_steps)]))
     return out
 
 
 class StepCache:
     """Compiled train steps keyed on their static settings (sample-buffer capacity, spectral
-    control): a setting seen before is not compiled again (new shapes retrace on their own)."""
+    control, training phase): a setting seen before is not compiled again (new shapes retrace
+    on their own)."""
 
     def __init__(self, build):
         self._build = build

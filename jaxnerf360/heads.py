@@ -29,7 +29,8 @@ from jaxnerf360.parts import Part
 class Head(Part):
     """Base of every head: the declarations below are those of a per-pixel head."""
 
-    _DECLARATIONS = Part._DECLARATIONS + ("receptive_radius", "upsample", "input_channels")
+    _DECLARATIONS = Part._DECLARATIONS + ("receptive_radius", "upsample", "input_channels",
+                                          "encoder", "phases")
 
     @nn.nowrap
     def receptive_radius(self) -> int:
@@ -46,8 +47,21 @@ class Head(Part):
         """{name: width} of the field's composited channels it reads (checked at start-up)."""
         return {"rgb": 3}
 
+    @nn.nowrap
+    def encoder(self, **kwargs):
+        """A part that maps images to this head's input (an autoencoder's encoder), made with
+        the module `kwargs`; None for a head without one."""
+        return None
+
+    @nn.nowrap
+    def phases(self):
+        """The head's training phases (`phases.PhasePlan`); None: one phase, all training."""
+        return None
+
     def __call__(self, images: dict) -> dict:
-        """`{name: [B, H, W, C]}` composited channels -> `{'rgb': [B, H', W', 3], ...}`."""
+        """`{name: [B, H, W, C]}` composited channels -> `{'rgb': [B, H', W', 3], ...}`.
+
+        Outputs other than `rgb` are at the input's resolution (`[B, H, W, ...]`)."""
         raise NotImplementedError
 
 

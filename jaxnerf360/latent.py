@@ -13,6 +13,11 @@ resolution (nearest neighbour, or sub-pixel: a 1x1 convolution to 4x the channel
 depth-to-space shuffle) and apply a 3x3 convolution, halving the width down to the size's
 narrowest; a 1x1 convolution and a sigmoid give rgb. `size` picks the widths: 'large', or
 'small' in the spirit of the paper's R32.
+
+Where a ray's accumulated opacity is below one, the rest of its latent is a learned
+background latent (the latent counterpart of the background colour), so empty space decodes
+to the background. The decoder and the encoder are trained in three phases
+(`latent_training.LatentTraining`), which the decoder declares.
 """
 
 import math
@@ -24,6 +29,8 @@ import jax.numpy as jnp
 
 from jaxnerf360.errors import UserError
 from jaxnerf360.heads import Head
+from jaxnerf360.latent_training import DECODER, ENCODER_GROUP, LatentTraining
+from jaxnerf360.parts import Part
 
 SIZES = {  # size -> (width at the latent scale, residual blocks, narrowest width)
     "large": (128, 2, 32),
@@ -101,11 +108,34 @@ class LatentDecoder(Head):
         """The composited latents (the field's `features` channel)."""
         return {"features": self.latent_dim}
 
+    def param_labels(self, params):
+        """Every parameter in the decoder's own group."""
+        return jax.tree.map(lambda _: DECODER, params)
+
+    def param_groups(self) -> dict:
+        """The decoder's learning rates (LatentTraining.decoder_lr)."""
+        return {DECODER: LatentTraining().decoder_group()}
+
+    def encoder(self, **kwargs) -> "LatentEncoder":
+        """The matching encoder (the autoencoder's other half), trained in phase 1."""
+        return LatentEncoder(latent_dim=self.latent_dim, factor=self.factor, size=self.size,
+                             **kwargs)
+
+    def phases(self) -> LatentTraining:
+        """ReLS-NeRF's three training phases (gin: LatentTraining)."""
+        return LatentTraining()
+
     @nn.compact
     def __call__(self, images: dict) -> dict:
-        """`features [B, H, W, latent_dim]` -> `rgb [B, (H - 2r) k, (W - 2r) k, 3]`."""
+        """`features [B, H, W, latent_dim]` (and `acc [B, H, W]`, where the learned background
+        latent fills the rest) -> `rgb [B, (H - 2r) k, (W - 2r) k, 3]`, and the `latents`
+        decoded `[B, H, W, latent_dim]`."""
         width, blocks, stage_widths = _widths(self.size, self.stages(), "LatentDecoder")
-        x = nn.relu(nn.Conv(width, (3, 3), padding="VALID", name="stem")(images["features"]))
+        latents = images["features"]
+        background = self.param("background", nn.initializers.zeros, (self.latent_dim,))
+        if "acc" in images:
+            latents = latents + (1.0 - images["acc"][..., None]) * background
+        x = nn.relu(nn.Conv(width, (3, 3), padding="VALID", name="stem")(latents))
         for i in range(blocks):
             y = nn.relu(nn.Conv(width, (3, 3), padding="VALID", name=f"block{i}_a")(x))
             y = nn.Conv(width, (3, 3), padding="VALID", name=f"block{i}_b")(y)
@@ -121,11 +151,14 @@ class LatentDecoder(Head):
         if extra:
             x = x[:, extra:-extra, extra:-extra]
         rgb = jax.nn.sigmoid(nn.Conv(3, (1, 1), name="rgb")(x))
-        return {"rgb": rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding}
+        out = {"rgb": rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding, "latents": latents}
+        if "rgb" in images:  # the field's own colours (the colour branch)
+            out["field_rgb"] = images["rgb"]
+        return out
 
 
 @gin.configurable
-class LatentEncoder(nn.Module):
+class LatentEncoder(Part):
     """Images `[B, H, W, 3]` -> latents `[B, H / k, W / k, latent_dim]` (the decoder's mirror).
 
     'same' padding: the encoder only sees training crops, never tiles.
@@ -153,6 +186,14 @@ class LatentEncoder(nn.Module):
             y = nn.relu(nn.Conv(width, (3, 3), name=f"block{i}_a")(x))
             x = nn.relu(x + nn.Conv(width, (3, 3), name=f"block{i}_b")(y))
         return nn.Conv(self.latent_dim, (1, 1), name="latent")(x)
+
+    def param_labels(self, params):
+        """Every parameter in the encoder's own group."""
+        return jax.tree.map(lambda _: ENCODER_GROUP, params)
+
+    def param_groups(self) -> dict:
+        """The encoder's learning rates, over phase 1 only (LatentTraining.encoder_lr)."""
+        return {ENCODER_GROUP: LatentTraining().encoder_group()}
 
 
 def flops_per_output_pixel(decoder: LatentDecoder, params, latent_side: int = 16) -> float:

@@ -21,10 +21,13 @@ from jaxnerf360.fields.mlp import MLPField
 from jaxnerf360.geometry import render
 from jaxnerf360.geometry.occupancy import compact, scatter
 from jaxnerf360.heads import Head
+from jaxnerf360.parts import Part
 from jaxnerf360.samplers import ProposalSampler, Sampler, SamplingContext, field_warp
 from jaxnerf360.samplers.base import rays_to_gaussians
 
-SAMPLER, FIELD, HEAD = "sampler", "field", "head"  # the parameter subtrees of the parts
+# The parameter subtrees of the parts; a head may bring an encoder (an autoencoder's other
+# half, used by its training phases only).
+SAMPLER, FIELD, HEAD, ENCODER = "sampler", "field", "head", "encoder"
 
 
 @gin.configurable
@@ -78,7 +81,12 @@ class Model(nn.Module):
         if compute_extras:
             rendered.update(render.ray_distances(weights, samples.tdist, rays.far, acc))
         if self.head is not None and apply_head:
-            rendered.update(self.head(name=HEAD)(rendered))
+            head = self.head(name=HEAD)
+            rendered.update(head(rendered))
+            encoder = head.encoder(name=ENCODER) if self.is_initializing() else None
+            if encoder is not None:
+                k = head.upsample()
+                encoder(jnp.zeros((1, k, k, 3)))
         rendered.update(sdist=samples.sdist, weights=weights, prop_levels=samples.levels,
                         overflow=overflow)
         return rendered
@@ -88,12 +96,15 @@ class Model(nn.Module):
 
     @nn.nowrap
     def parts(self) -> dict:
-        """{SAMPLER, FIELD[, HEAD]: the gin-configured part} (a start-up error if one is not
-        a Sampler, Field or Head)."""
+        """{SAMPLER, FIELD[, HEAD[, ENCODER]]: the gin-configured part} (a start-up error if
+        one is not a Sampler, Field, Head or Part)."""
         out = {SAMPLER: self.sampler(), FIELD: self.field()}
         if self.head is not None:
             out[HEAD] = self.head()
-        for key, base in ((SAMPLER, Sampler), (FIELD, Field), (HEAD, Head)):
+            encoder = out[HEAD].encoder()
+            if encoder is not None:
+                out[ENCODER] = encoder
+        for key, base in ((SAMPLER, Sampler), (FIELD, Field), (HEAD, Head), (ENCODER, Part)):
             if key in out and not isinstance(out[key], base):
                 raise UserError(f"Model.{key} = {type(out[key]).__name__} is not a "
                                 f"{base.__module__}.{base.__name__}; derive it from that class")
@@ -140,6 +151,16 @@ class Model(nn.Module):
     def apply_head(self, params, rendered: dict) -> dict:
         """The head's output for composited channels `rendered` (`{name: [B, H, W, C]}`)."""
         return self.head().apply({"params": params.get(HEAD, {})}, rendered)
+
+    @nn.nowrap
+    def encode(self, params, images):
+        """The head's encoder applied to `images [B, H, W, 3]` (its input, e.g. latents)."""
+        return self.parts()[ENCODER].apply({"params": params[ENCODER]}, images)
+
+    @nn.nowrap
+    def phases(self):
+        """The head's training phases (`phases.PhasePlan`), or None."""
+        return None if self.head is None else self.parts()[HEAD].phases()
 
     @nn.nowrap
     def head_geometry(self) -> tuple:

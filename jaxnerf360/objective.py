@@ -43,6 +43,7 @@ class LossInputs:
     # [B, E, E, 3] the ground-truth patches (E >= P, centred on the output patches) with the
     # margin the terms declare, on this step's background; None for independent rays
     target_patch: Any = None
+    phase: str | None = None  # the training phase's name (static), None without phases
 
 
 @dataclasses.dataclass(frozen=True)

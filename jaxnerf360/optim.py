@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnerf360 import schedules
 from jaxnerf360.errors import UserError
 from jaxnerf360.parts import NETWORK, ParamGroup
 
@@ -39,11 +40,20 @@ def network_group(config) -> ParamGroup:
 
 
 def group_schedule(group: ParamGroup, config) -> Callable:
-    """step -> learning rate of `group` over Config.max_steps."""
-    if group.warmup:
+    """step -> learning rate of `group` over Config.max_steps (over its window, zero outside).
+    """
+    delay = (config.lr_delay_steps, config.lr_delay_mult) if group.warmup else (0, 1.0)
+    if tuple(group.window) == (0.0, 1.0):
         return lambda step: log_linear_lr(step, group.lr_init, group.lr_final, config.max_steps,
-                                          config.lr_delay_steps, config.lr_delay_mult)
-    return lambda step: log_linear_lr(step, group.lr_init, group.lr_final, config.max_steps)
+                                          *delay)
+    first, end = (schedules.fraction_step(f, config.max_steps) for f in group.window)
+
+    def windowed(step):
+        lr = log_linear_lr(step - first, group.lr_init, group.lr_final, max(1, end - first),
+                           *delay)
+        return jnp.where((step >= first) & (step < end), lr, 0.0)
+
+    return windowed
 
 
 def schedule_from_config(config) -> Callable:
@@ -52,7 +62,8 @@ def schedule_from_config(config) -> Callable:
 
 
 def all_groups(config, groups: dict) -> dict:
-    """{label: ParamGroup}: NETWORK, the declared `groups`, and the always-present layout."""
+    """{label: ParamGroup}: NETWORK, the declared `groups` (which may restate NETWORK, e.g.
+    with a window), and the always-present layout."""
     out = {NETWORK: network_group(config), **groups}
     for label in _ALWAYS_PRESENT:
         out.setdefault(label, out[NETWORK])
@@ -60,7 +71,8 @@ def all_groups(config, groups: dict) -> dict:
 
 
 def lr_ratios(config, groups: dict, step) -> dict:
-    """{label: learning rate at `step` / its initial rate} (e.g. TensoRF's TV decay)."""
+    """{label: learning rate at `step` / its initial rate} (e.g. TensoRF's TV decay; 0 outside
+    the group's window)."""
     return {label: group_schedule(group, config)(step) / group.lr_init
             for label, group in all_groups(config, groups).items()}
 

@@ -20,13 +20,16 @@ class ParamGroup:
     """Parameters with their own Adam: log-linear learning rate from lr_init to lr_final.
 
     `warmup` follows the run's warm-up (Config.lr_delay_steps); `eps` None uses
-    Config.adam_eps.
+    Config.adam_eps. `window` (start, end), fractions of training: the group trains only
+    from `start` to `end`, its schedule stretched over that stretch, and its rate is exactly
+    zero outside it (a training phase that freezes it).
     """
 
     lr_init: float
     lr_final: float
     warmup: bool = True
     eps: float | None = None
+    window: tuple = (0.0, 1.0)
 
 
 class Part(nn.Module):

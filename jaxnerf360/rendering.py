@@ -132,10 +132,10 @@ class Renderer:
         for (top, left), parts in zip(corners, windows, strict=True):
             flat = join_outputs([jax.device_get(self._render(state, part, capacity))
                                  for part, _ in parts], parts, (1, tall + 2 * r, wide + 2 * r))
-            head = jax.device_get(self._head(state, flat))  # [1, tall k, wide k, ...]
+            head = jax.device_get(self._head(state, flat))  # rgb [1, tall k, wide k, 3]
             tiles = {name: (np.asarray(v)[0, r:r + tall, r:r + wide], 1)
-                     for name, v in flat.items()}
-            tiles.update({name: (np.asarray(v)[0], k) for name, v in head.items()})
+                     for name, v in {**flat, **head}.items() if name != "rgb"}
+            tiles["rgb"] = (np.asarray(head["rgb"])[0], k)
             for name, (value, scale) in tiles.items():
                 if name not in out:
                     out[name] = np.zeros((rows * scale, cols * scale) + value.shape[2:],

@@ -4,6 +4,7 @@ Constant before the first knot and after the last; the controls that use them (f
 image blur, the near bound of training rays) only ever relax, so values never increase.
 """
 
+import math
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -57,3 +58,8 @@ def end_fraction(schedule: Sequence) -> float:
     if float(schedule[-1][1]) > 0:
         return float("inf")
     return min(float(f) for f, v in schedule if float(v) == 0)
+
+
+def fraction_step(frac: float, max_steps: int) -> int:
+    """The first step (`state.step`) at or after the fraction `frac` of training."""
+    return math.ceil(frac * max_steps - 1e-9)

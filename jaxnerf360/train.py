@@ -91,12 +91,13 @@ def train(config: configs.Config):
                 rays_per_sec = steps_since * config.batch_size / (now - t_last)
                 eta = (config.max_steps - step) * (now - t_last) / steps_since
                 stats.update(run.cameras.errors(run.state.params))
+                phase = run.describe_phase(step - 1)
                 logging.info(
-                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s%s",
+                    "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s%s%s",
                     step, config.max_steps, stats["loss"], stats["psnr"], rays_per_sec,
                     stats["lr"], _format_eta(eta),
                     f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "",
-                    run.cameras.describe(stats))
+                    run.cameras.describe(stats), f"  {phase}" if phase else "")
                 if stats["overflow"]:
                     run.grow_buffer(int(stats["overflow"]))
                 if not np.isfinite(stats["loss"]):

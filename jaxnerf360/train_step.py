@@ -93,12 +93,14 @@ def center_crop(x, height: int, width: int):
 
 
 def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
-                 capacity: int | None = None, deterministic: bool = False):
+                 capacity: int | None = None, deterministic: bool = False, phase=None):
     """`loss_fn(params, state, batch, rng, views) -> (total, stats)` for one batch.
 
     `groups` are the declared parameter groups (for the terms' learning-rate ratios);
     `capacity` the static sample-buffer size of a masking sampler; `deterministic` renders
     the finished field (no jitter, train_frac 1, the fixed background): test-pose refinement.
+    `phase` (a `phases.Phase` of the head's plan, or None): a phase that does not render is
+    the plan's own loss; parts the phase does not train get no gradient.
     """
     def loss_fn(params, state, batch, rng, views):
         key_render, key_bg, key_blur = jax.random.split(rng, 3)
@@ -106,7 +108,12 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
             train_frac, key_render, key_bg = jnp.asarray(1.0), None, None
         else:
             train_frac = jnp.clip(state.step / config.max_steps, 0.0, 1.0)
+        if phase is not None and phase.trains is not None:
+            params = {key: value if key in phase.trains else jax.lax.stop_gradient(value)
+                      for key, value in params.items()}
         model_params, camera_params = Cameras.split(params)
+        if phase is not None and not phase.renders:
+            return model.phases().own_loss(phase, model, model_params, batch, key_render)
         rays = cameras.rays(camera_params, batch, train_frac, views)
         bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
         target = supervision.target(views, batch, train_frac, key_blur)
@@ -126,7 +133,7 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
             pixel_weights=supervision.pixel_weights(views, batch, state.step, train_frac),
             params=model_params, field_params=model_params.get(FIELD, {}), step=state.step,
             train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step),
-            target_patch=target_patch)
+            target_patch=target_patch, phase=None if phase is None else phase.name)
         total, parts = objective(inputs)
         mse = jnp.mean(jnp.square(out["rgb"] - target))
         return total, {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),

@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import checkpoints, compressed, events, objective, optim, parallel
+from jaxnerf360 import checkpoints, compressed, events, objective, optim, parallel, schedules
 from jaxnerf360.cameras import POSE, Cameras
 from jaxnerf360.data.batching import PatchBatcher, RayBatcher
 from jaxnerf360.data.cameras import image_rays
 from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import FIELD, HEAD, Model
+from jaxnerf360.parts import NETWORK
 from jaxnerf360.rendering import counted_samples, map_rays
 from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
 from jaxnerf360.train_step import (
@@ -45,13 +46,16 @@ class Training:
         self.scene = self.cameras.training_scene(scene)  # the poses the run starts from
         self.model, self.groups, self.tx = assemble(config, scene.kind, self.cameras)
         self.field = self.model.parts()[FIELD]
+        self.plan = self.model.phases()  # the head's training phases, or None
         self.supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
         self.views = None
         if self.cameras.optimize_poses or self.supervision.needs_images or \
                 self.supervision.needs_edges:
             self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
                                             edges=self.supervision.edge_maps(scene.images))
-        self.objective = objective.build(config, self.field.regularizers())
+        self.objective = objective.build(config, [
+            *self.field.regularizers(),
+            *(self.plan.terms(config, self.model) if self.plan else [])])
         check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
         self.patch_size = _check_patches(config, self.model, self.objective,
                                          self.supervision, self.field)
@@ -63,7 +67,8 @@ class Training:
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
         self._steps = events.StepCache(self._build_step)
-        self.step = self._steps.get(capacity=None, spectral=self._spectral(0))
+        self.step = self._steps.get(capacity=None, spectral=self._spectral(0),
+                                    phase=self.phase_name(0))
 
     # --- parameters ---
 
@@ -154,18 +159,32 @@ class Training:
         """Whether the train step at `step` still needs the spectral-control code."""
         return self.spectral_end is None or step < self.spectral_end
 
-    def _build_step(self, capacity, spectral):
+    def phase_name(self, step: int) -> str | None:
+        """The name of the head's training phase at `state.step = step` (None: no phases)."""
+        return None if self.plan is None else self.plan.phase_at(step, self.config.max_steps).name
+
+    def describe_phase(self, step: int) -> str:
+        """'phase i/n name' at `state.step = step` for the log ('' without phases)."""
+        if self.plan is None:
+            return ""
+        return self.plan.describe(self.plan.phase_at(step, self.config.max_steps))
+
+    def _build_step(self, capacity, spectral, phase):
         supervision = self.supervision if spectral else self.supervision.disabled()
+        phase = None if phase is None else next(p for p in self.plan.phases() if p.name == phase)
         loss_fn = make_loss_fn(self.model, self.cameras, supervision, self.objective,
-                               self.config, self.groups, capacity)
+                               self.config, self.groups, capacity, phase=phase)
+        network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self.views,
-                               optim.schedule_from_config(self.config))
+                               optim.group_schedule(network, self.config))
 
     def _current_step(self, at_least: int = 0):
-        """The compiled step for the state's step: spectral phase and sample buffer."""
-        spectral = self._spectral(int(self.state.step))
+        """The compiled step for the state's step: spectral control, training phase and
+        sample buffer."""
+        step = int(self.state.step)
+        spectral, phase = self._spectral(step), self.phase_name(step)
         if not self.model.sampler().uses_sample_buffer():
-            return self._steps.get(capacity=None, spectral=spectral)
+            return self._steps.get(capacity=None, spectral=spectral, phase=phase)
         probe = self.make_batcher(self.config.seed + _PROBE_SEED)
         if self.kept is not None:
             probe.keep_only(self.kept)
@@ -174,7 +193,7 @@ class Training:
         self.capacity = events.estimate_capacity(lambda rays: count(self.state, rays), batches,
                                                  at_least)
         logging.info("occupied-sample buffer: %s", self.capacity or "all samples")
-        return self._steps.get(capacity=self.capacity, spectral=spectral)
+        return self._steps.get(capacity=self.capacity, spectral=spectral, phase=phase)
 
     def _probe_rays(self, batch):
         # With poses being optimised the train step casts rays from the corrected cameras,
@@ -194,6 +213,9 @@ def assemble(config, scene_kind: str, cameras) -> tuple:
     groups = model.param_groups()
     if cameras.optimize_poses:
         groups[POSE] = cameras.param_group()
+    plan = model.phases()
+    if plan is not None:  # every group trains in the phases of its owner only
+        groups = plan.restrict(optim.all_groups(config, groups))
 
     def labels(params):
         model_params, _ = Cameras.split(params)
@@ -272,7 +294,7 @@ def spectral_end_step(config, field, supervision) -> int | None:
     end = max(field.spectral_end(), supervision.end_fraction())
     if end == 0 or math.isinf(end):
         return None
-    return math.ceil(end * config.max_steps - 1e-9)
+    return schedules.fraction_step(end, config.max_steps)
 
 
 def check_pose_support(cameras, parts: dict) -> None:

@@ -180,8 +180,10 @@ def test_a_latent_run_trains_on_coarse_rays_against_full_resolution_patches(synt
     # k = 2 keeps the window of rays (the radius around them included) inside 32 x 32 images.
     config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], *HEAD,
                      "LatentDecoder.factor = 2", "Config.patch_size = 8", "Config.lr_init = 1e-3",
-                     "Config.lr_final = 1e-3",
-                     "Config.batch_size = 128")
+                     "Config.lr_final = 1e-3", "Config.batch_size = 128",
+                     # the joint phase alone, on the data term alone
+                     "LatentTraining.autoencoder_end = 0.0", "LatentTraining.decoder_start = 1.0",
+                     "LatentTraining.latent_weight = 0.0", "LatentTraining.encoder_margin = 1")
     mesh = parallel.make_mesh()
     run = training.setup(config, load_split(config, "train"), mesh)
     r, k = run.model.head_geometry()
@@ -189,7 +191,9 @@ def test_a_latent_run_trains_on_coarse_rays_against_full_resolution_patches(synt
     # 2 patches of 8 x 8 output pixels: 4 x 4 latent rays and the radius, on a 2x coarser grid.
     side = 8 // k + 2 * r
     assert batch["rays"].origins.shape == (2, side, side, 3)
-    assert batch["rgb"].shape == (2, side * k, side * k, 3)
+    # The ground truth covers them at full resolution, and one latent pixel (k pixels) more
+    # on every side for the encoder (LatentTraining.encoder_margin).
+    assert batch["rgb"].shape == (2, side * k + 2 * k, side * k + 2 * k, 3)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     state, losses = run.state, []
     for _ in range(30):
