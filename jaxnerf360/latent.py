@@ -121,6 +121,11 @@ class LatentDecoder(Head):
         return LatentEncoder(latent_dim=self.latent_dim, factor=self.factor, size=self.size,
                              **kwargs)
 
+    def background_latent(self):
+        """The learned background latent `[latent_dim]` (a bound method: `apply(..., method=)`).
+        """
+        return self.variables["params"]["background"]
+
     def phases(self) -> LatentTraining:
         """ReLS-NeRF's three training phases (gin: LatentTraining)."""
         return LatentTraining()

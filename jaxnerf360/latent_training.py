@@ -6,8 +6,10 @@
    that keeps the latents well scaled. The field is not rendered.
 2. **joint** (to `decoder_start`): the field learns to render the encoder's latents of the
    ground truth (the latent loss, the encoder frozen), the decoded image is compared with the
-   ground truth (the run's data term), and the field's own colours, with `colour_weight`,
-   with the ground truth averaged over each latent pixel (the colour branch).
+   ground truth (the run's data term, whose gradient reaches the field through the decoder),
+   and the field's own colours, with `colour_weight`, with the ground truth averaged over each
+   latent pixel (the colour branch). The decoder's rate is scaled by `joint_decoder_scale`
+   (0 by default: frozen, as the field's early latents are far from the encoder's).
 3. **decoder** (to the end): the decoder alone is fine-tuned on the data term, the field
    frozen (its parameter groups' rates are zero and no gradient reaches it), so it learns to
    correct the field's own rendering artefacts.
@@ -21,6 +23,7 @@ import dataclasses
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnerf360 import metrics, perceptual
 from jaxnerf360.errors import UserError
@@ -65,7 +68,13 @@ class LatentTraining(PhasePlan):
     flips: bool = True  # phase 1: flip crops left-right at random
     latent_weight: float = 1.0  # phase 2: rendered latents against the encoder's
     encoder_margin: int = 2  # phase 2: latents of context the encoder sees beyond a patch
+    # phase 2: independent rays on the latent grid per step besides the patches, supervised
+    # by the latent (and colour) loss alone, against the encoder's latents of whole images
+    joint_rays: int = 1024
     colour_weight: float = 0.0  # phase 2: the field's own colours (0: no colour branch loss)
+    # phase 2: the decoder's rate there, as a factor of its schedule (0: frozen, so that the
+    # field's early, poor latents do not undo what it learnt in phase 1)
+    joint_decoder_scale: float = 0.0
     decoder_lr: tuple = (1e-3, 1e-4)  # (initial, final) over the whole run
     encoder_lr: tuple = (1e-3, 1e-4)  # (initial, final) over phase 1
 
@@ -79,14 +88,15 @@ class LatentTraining(PhasePlan):
         if self.reconstruction not in ("l1", "l2"):
             raise UserError(f"LatentTraining.reconstruction={self.reconstruction!r} is unknown; "
                             "choose 'l1' or 'l2'")
-        for name in ("perceptual_weight", "latent_penalty", "latent_weight", "colour_weight"):
+        for name in ("perceptual_weight", "latent_penalty", "latent_weight", "colour_weight",
+                     "joint_decoder_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise UserError(f"LatentTraining.{name}={value!r} must be a number >= 0")
-        if isinstance(self.encoder_margin, bool) or not isinstance(self.encoder_margin, int) \
-                or self.encoder_margin < 0:
-            raise UserError(f"LatentTraining.encoder_margin={self.encoder_margin!r} must be an "
-                            "integer >= 0")
+        for name in ("encoder_margin", "joint_rays"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UserError(f"LatentTraining.{name}={value!r} must be an integer >= 0")
         for name in ("decoder_lr", "encoder_lr"):
             rates = getattr(self, name)
             if len(rates) != 2 or not all(float(r) > 0 for r in rates):
@@ -102,7 +112,8 @@ class LatentTraining(PhasePlan):
         out = []
         if self.autoencoder_end > 0:
             out.append(Phase(AUTOENCODER, 0.0, renders=False, trains=(HEAD, ENCODER)))
-        out.append(Phase(JOINT, self.autoencoder_end if out else 0.0))
+        out.append(Phase(JOINT, self.autoencoder_end if out else 0.0,
+                         coarse_rays=self.joint_rays > 0))
         if self.decoder_start < 1:
             out.append(Phase(FINE_TUNE, self.decoder_start, trains=(HEAD,)))
         return tuple(out)
@@ -115,9 +126,32 @@ class LatentTraining(PhasePlan):
             return (0.0, self.autoencoder_end)
         return (self.autoencoder_end, self.decoder_start)
 
+    def scales_of(self, label: str) -> tuple:
+        """The decoder's rate is scaled by joint_decoder_scale in phase 2."""
+        if label == DECODER:
+            return ((self.autoencoder_end, self.decoder_start, float(self.joint_decoder_scale)),)
+        return ()
+
+    def ray_batch(self) -> int:
+        """LatentTraining.joint_rays."""
+        return self.joint_rays
+
+    def phase_data(self, phase: Phase, model, model_params: dict, scene):
+        """Phase 2 with coarse rays: the encoder's latents of every training image,
+        `{'latents': [N, H / k, W / k, latent_dim]}` (the encoder is frozen from then on)."""
+        if phase.name != JOINT or not self.joint_rays:
+            return None
+        k = model.head_geometry()[1]
+        encode = jax.jit(lambda p, x: model.encode(p, whole_blocks(x, k)))
+        images = scene.images[..., :3]
+        latents = [jax.device_get(encode(model_params, jnp.asarray(images[i:i + 1])))
+                   for i in range(len(images))]
+        return {"latents": jnp.asarray(np.concatenate(latents))}
+
     def decoder_group(self) -> ParamGroup:
         """The decoder's optimiser group."""
-        return ParamGroup(*map(float, self.decoder_lr), window=self.window_of(DECODER))
+        return ParamGroup(*map(float, self.decoder_lr), window=self.window_of(DECODER),
+                          scales=self.scales_of(DECODER))
 
     def encoder_group(self) -> ParamGroup:
         """The encoder's optimiser group."""
@@ -125,9 +159,10 @@ class LatentTraining(PhasePlan):
 
     # --- losses ---
 
-    def own_loss(self, phase: Phase, model, model_params: dict, batch: dict, rng):
-        """Phase 1: the autoencoder on the batch's ground-truth crops."""
-        k = model.head_geometry()[1]
+    def own_loss(self, phase: Phase, model, model_params: dict, batch: dict, rng, config):
+        """Phase 1: the autoencoder on the batch's ground-truth crops, and the decoder's
+        background latent pulled to the encoder's latent of the plain background."""
+        radius, k = model.head_geometry()
         images = whole_blocks(batch["rgb"], k)
         if self.flips:
             flip = jax.random.bernoulli(rng, 0.5, (images.shape[0], 1, 1, 1))
@@ -137,8 +172,17 @@ class LatentTraining(PhasePlan):
         target = center_crop(images, *decoded.shape[1:3])
         recon = reconstruction_loss(decoded, target, self.reconstruction)
         scale = jnp.mean(jnp.square(latents))
-        total = recon + self.latent_penalty * scale
-        stats = {"reconstruction": recon, "latent_scale": scale}
+        # Empty space composites to the background latent (the decoder's), which must be what
+        # the encoder makes of the background, or the field would fill space to match it.
+        side = 2 * radius + 1
+        plain = jnp.full((1, side * k, side * k, 3), 0.0 if config.background == "black" else 1.0)
+        truth = jax.lax.stop_gradient(model.encode(model_params, plain)[0, radius, radius])
+        empty = {"features": jnp.zeros((1, side, side, latents.shape[-1])),
+                 "acc": jnp.zeros((1, side, side))}
+        background = model.apply_head(model_params, empty)["latents"][0, radius, radius]
+        background_error = jnp.mean(jnp.square(background - truth))
+        total = recon + self.latent_penalty * scale + background_error
+        stats = {"reconstruction": recon, "latent_scale": scale, "background": background_error}
         if self.perceptual_weight:
             stats["perceptual"] = perceptual.high_frequency_loss(decoded, target, "l1")
             total = total + self.perceptual_weight * stats["perceptual"]
@@ -157,7 +201,14 @@ class LatentTraining(PhasePlan):
             rendered = inputs.outputs["latents"]  # [B, S, S, D] with the background latent
             truth = model.encode(inputs.params, whole_blocks(inputs.target_patch, k))
             truth = jax.lax.stop_gradient(center_crop(truth, *rendered.shape[1:3]))
-            return jnp.mean(jnp.square(rendered - truth))
+            errors = [jnp.square(rendered - truth).reshape(-1, rendered.shape[-1])]
+            if inputs.extra_outputs is not None:
+                out = inputs.extra_outputs
+                background = model.head_background(inputs.params)
+                rays = out["features"] + (1.0 - out["acc"])[..., None] * background
+                img, row, col = (inputs.batch["extra_index"][..., i] for i in range(3))
+                errors.append(jnp.square(rays - inputs.phase_data["latents"][img, row, col]))
+            return jnp.mean(jnp.concatenate(errors))
 
         def colour(inputs):
             if inputs.phase != JOINT:
@@ -165,10 +216,28 @@ class LatentTraining(PhasePlan):
             rendered = inputs.outputs["field_rgb"]  # [B, S, S, 3] at the latent pixels
             side = rendered.shape[1] * k
             truth = block_mean(center_crop(inputs.target_patch, side, side), k)
-            return jnp.mean(jnp.square(rendered - truth))
+            errors = [jnp.square(rendered - truth).reshape(-1, 3)]
+            if inputs.extra_outputs is not None:
+                errors.append(jnp.square(inputs.extra_outputs["rgb"] - inputs.batch["extra_rgb"]))
+            return jnp.mean(jnp.concatenate(errors))
 
         out = [LossTerm("latent", latent, self.latent_weight, margin=k * self.encoder_margin,
                         needs_patches=True)]
         if self.colour_weight:
             out.append(LossTerm("colour", colour, self.colour_weight, needs_patches=True))
         return out
+
+
+def round_trip(model, model_params: dict, images) -> tuple:
+    """(decoded, truth): `images [N, H, W, 3]` encoded and decoded by the run's autoencoder,
+    and the central part of each image the decoder's valid convolutions leave (`[N, (H / k -
+    2r) k, (W / k - 2r) k, 3]`): the quality ceiling of the latents, without the field."""
+    k = model.head_geometry()[1]
+    code = jax.jit(lambda p, x: model.apply_head(p, {"features": model.encode(p, x)})["rgb"])
+    decoded = np.concatenate([np.asarray(jax.device_get(code(model_params, jnp.asarray(
+        whole_blocks(images[i:i + 1, ..., :3], k))))) for i in range(len(images))])
+    top = (images.shape[1] // k * k - decoded.shape[1]) // 2
+    left = (images.shape[2] // k * k - decoded.shape[2]) // 2
+    truth = whole_blocks(images[..., :3], k)[:, top:top + decoded.shape[1],
+                                             left:left + decoded.shape[2]]
+    return decoded, np.asarray(truth)

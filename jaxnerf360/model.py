@@ -158,6 +158,12 @@ class Model(nn.Module):
         return self.parts()[ENCODER].apply({"params": params[ENCODER]}, images)
 
     @nn.nowrap
+    def head_background(self, params):
+        """The head's background latent (a latent decoder's), from the model's `params`."""
+        head = self.parts()[HEAD]
+        return head.apply({"params": params[HEAD]}, method=type(head).background_latent)
+
+    @nn.nowrap
     def phases(self):
         """The head's training phases (`phases.PhasePlan`), or None."""
         return None if self.head is None else self.parts()[HEAD].phases()

@@ -44,6 +44,10 @@ class LossInputs:
     # margin the terms declare, on this step's background; None for independent rays
     target_patch: Any = None
     phase: str | None = None  # the training phase's name (static), None without phases
+    # the outputs of the batch's independent coarse rays (`extra_rays`), rendered without the
+    # head, when the phase renders them; and what the phase precomputed (`Views.phase_data`)
+    extra_outputs: Any = None
+    phase_data: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,14 +43,17 @@ def group_schedule(group: ParamGroup, config) -> Callable:
     """step -> learning rate of `group` over Config.max_steps (over its window, zero outside).
     """
     delay = (config.lr_delay_steps, config.lr_delay_mult) if group.warmup else (0, 1.0)
-    if tuple(group.window) == (0.0, 1.0):
+    if tuple(group.window) == (0.0, 1.0) and not group.scales:
         return lambda step: log_linear_lr(step, group.lr_init, group.lr_final, config.max_steps,
                                           *delay)
-    first, end = (schedules.fraction_step(f, config.max_steps) for f in group.window)
+    at = lambda frac: schedules.fraction_step(frac, config.max_steps)  # noqa: E731
+    first, end = at(group.window[0]), at(group.window[1])
 
     def windowed(step):
         lr = log_linear_lr(step - first, group.lr_init, group.lr_final, max(1, end - first),
                            *delay)
+        for start, stop, factor in group.scales:
+            lr = jnp.where((step >= at(start)) & (step < at(stop)), factor * lr, lr)
         return jnp.where((step >= first) & (step < end), lr, 0.0)
 
     return windowed

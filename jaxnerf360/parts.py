@@ -22,7 +22,8 @@ class ParamGroup:
     `warmup` follows the run's warm-up (Config.lr_delay_steps); `eps` None uses
     Config.adam_eps. `window` (start, end), fractions of training: the group trains only
     from `start` to `end`, its schedule stretched over that stretch, and its rate is exactly
-    zero outside it (a training phase that freezes it).
+    zero outside it (a training phase that freezes it). `scales` ((start, end, factor), ...)
+    multiplies the rate by `factor` within stretches of the window (a phase that slows it).
     """
 
     lr_init: float
@@ -30,6 +31,7 @@ class ParamGroup:
     warmup: bool = True
     eps: float | None = None
     window: tuple = (0.0, 1.0)
+    scales: tuple = ()
 
 
 class Part(nn.Module):

@@ -21,13 +21,15 @@ class Phase:
 
     `renders`: the step renders the field (False: the plan's `own_loss` is the whole loss).
     `trains`: the model's parts (their parameter subtrees) that get gradients; None: all of
-    them and the cameras' corrections.
+    them and the cameras' corrections. `coarse_rays`: the step also renders the batch's
+    independent rays on the head's coarse grid (`PhasePlan.ray_batch`) without the head.
     """
 
     name: str
     start: float
     renders: bool = True
     trains: tuple | None = None
+    coarse_rays: bool = False
 
 
 class PhasePlan:
@@ -41,11 +43,25 @@ class PhasePlan:
         """(start, end) fractions of training in which the group `label` trains."""
         raise NotImplementedError
 
+    def scales_of(self, label: str) -> tuple:
+        """((start, end, factor), ...): stretches in which the group's rate is scaled."""
+        return ()
+
+    def ray_batch(self) -> int:
+        """Independent rays on the head's coarse grid each batch carries besides its patches
+        (`data.batching.CoarseRayBatcher`; 0: none)."""
+        return 0
+
+    def phase_data(self, phase: Phase, model, model_params: dict, scene):
+        """Device data the phase's train step reads (`LossInputs.phase_data`), computed once
+        when its step is built; None: nothing."""
+        return None
+
     def terms(self, config, model) -> list:
         """Loss terms the plan adds to the objective (gated by `LossInputs.phase`)."""
         return []
 
-    def own_loss(self, phase: Phase, model, model_params: dict, batch: dict, rng):
+    def own_loss(self, phase: Phase, model, model_params: dict, batch: dict, rng, config):
         """(total, stats) of a phase that does not render the field."""
         raise NotImplementedError(phase.name)
 
@@ -69,8 +85,9 @@ class PhasePlan:
         return f"phase {names.index(phase.name) + 1}/{len(names)} {phase.name}"
 
     def restrict(self, groups: dict) -> dict:
-        """`groups` {label: ParamGroup} with each one's training window."""
-        return {label: dataclasses.replace(group, window=tuple(self.window_of(label)))
+        """`groups` {label: ParamGroup} with each one's training window and rate scales."""
+        return {label: dataclasses.replace(group, window=tuple(self.window_of(label)),
+                                           scales=tuple(self.scales_of(label)))
                 for label, group in groups.items()}
 
 

@@ -113,7 +113,8 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
                       for key, value in params.items()}
         model_params, camera_params = Cameras.split(params)
         if phase is not None and not phase.renders:
-            return model.phases().own_loss(phase, model, model_params, batch, key_render)
+            return model.phases().own_loss(phase, model, model_params, batch, key_render,
+                                           config)
         rays = cameras.rays(camera_params, batch, train_frac, views)
         bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
         target = supervision.target(views, batch, train_frac, key_blur)
@@ -128,12 +129,21 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
         target_patch = target if target.ndim == 4 else None
         if out["rgb"].shape != target.shape:  # a head consumed a margin, or terms read one
             target = center_crop(target, *out["rgb"].shape[-3:-1])
+        extra = None
+        if phase is not None and phase.coarse_rays:  # independent rays, no head, fixed bg
+            extra_rays = batch["extra_rays"]
+            extra = model.apply({"params": model_params}, jax.random.fold_in(rng, 1), extra_rays,
+                                train_frac, background_colors(config.background,
+                                                              extra_rays.origins.shape[:-1]),
+                                sampler_state=state.sampler_state,
+                                spectral_control=supervision.enabled, apply_head=False)
         inputs = LossInputs(
             outputs=out, batch=batch, target=target,
             pixel_weights=supervision.pixel_weights(views, batch, state.step, train_frac),
             params=model_params, field_params=model_params.get(FIELD, {}), step=state.step,
             train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step),
-            target_patch=target_patch, phase=None if phase is None else phase.name)
+            target_patch=target_patch, phase=None if phase is None else phase.name,
+            extra_outputs=extra, phase_data=None if views is None else views.phase_data)
         total, parts = objective(inputs)
         mse = jnp.mean(jnp.square(out["rgb"] - target))
         return total, {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),

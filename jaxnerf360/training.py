@@ -18,7 +18,7 @@ from absl import logging
 
 from jaxnerf360 import checkpoints, compressed, events, objective, optim, parallel, schedules
 from jaxnerf360.cameras import POSE, Cameras
-from jaxnerf360.data.batching import PatchBatcher, RayBatcher
+from jaxnerf360.data.batching import CoarseRayBatcher, PatchBatcher, RayBatcher
 from jaxnerf360.data.cameras import image_rays
 from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
@@ -35,6 +35,7 @@ from jaxnerf360.train_step import (
 )
 
 _PROBE_SEED = 7919  # the capacity probes' batches are drawn apart from the training batches
+_COARSE_SEED = 104729  # and a plan's coarse rays apart from both
 
 
 class Training:
@@ -66,6 +67,8 @@ class Training:
         self.capacity = None
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
+        self.coarse_rays = None  # the plan's independent coarse rays beside the patches
+        self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
         self.step = self._steps.get(capacity=None, spectral=self._spectral(0),
                                     phase=self.phase_name(0))
@@ -114,13 +117,23 @@ class Training:
         step = int(self.state.step)
         self.batcher = self.make_batcher(self.config.seed, step, jax.process_index(),
                                          jax.process_count())
+        if self.plan is not None and self.plan.ray_batch():
+            self.coarse_rays = CoarseRayBatcher(
+                self.scene, self.plan.ray_batch(), self.model.head_geometry()[1],
+                seed=self.config.seed + _COARSE_SEED, process_index=jax.process_index(),
+                process_count=jax.process_count(), start_step=step)
         for event in self.events:
             event.replay(self, self.state)
         self.step = self._current_step()
 
     def next_batch(self):
-        """The next global batch, on the mesh."""
-        return parallel.to_global(batch_dict(*self.batcher.next_with_alpha()), self.mesh)
+        """The next global batch, on the mesh (with the plan's coarse rays, if any)."""
+        batch = batch_dict(*self.batcher.next_with_alpha())
+        if self.coarse_rays is not None:
+            extra = self.coarse_rays.next()
+            batch.update(extra_rays=extra["rays"], extra_rgb=extra["rgb"],
+                         extra_index=extra["index"])
+        return parallel.to_global(batch, self.mesh)
 
     def before_step(self) -> None:
         """Applies the events due before the state's step (re-making the step if needed)."""
@@ -175,8 +188,27 @@ class Training:
         loss_fn = make_loss_fn(self.model, self.cameras, supervision, self.objective,
                                self.config, self.groups, capacity, phase=phase)
         network = optim.all_groups(self.config, self.groups)[NETWORK]
-        return make_train_step(loss_fn, self.tx, self.mesh, self.views,
+        return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
                                optim.group_schedule(network, self.config))
+
+    def phase_step(self, name: str):
+        """The compiled train step of the head's phase `name` (for benchmarks)."""
+        return self._steps.get(capacity=self.capacity,
+                               spectral=self._spectral(int(self.state.step)), phase=name)
+
+    def _views_for(self, phase):
+        """The device data of the phase's step: the run's views, with what the plan
+        precomputes for the phase from the current state (once per phase)."""
+        if phase is None:
+            return self.views
+        if phase.name not in self._phase_data:
+            self._phase_data[phase.name] = self.plan.phase_data(
+                phase, self.model, self.model_params(jax.device_get(self.state)), self.scene)
+        data = self._phase_data[phase.name]
+        if data is None:
+            return self.views
+        views = self.views if self.views is not None else self.cameras.views(self.scene)
+        return views.replace(phase_data=data)
 
     def _current_step(self, at_least: int = 0):
         """The compiled step for the state's step: spectral control, training phase and

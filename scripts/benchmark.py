@@ -76,6 +76,19 @@ def speed(config, restore: bool = False) -> dict:
         state, stats = step(state, batches[i % 4], key)
     jax.block_until_ready(stats)
     train_time = time.perf_counter() - t0
+    phases = {}
+    for phase in run.plan.phases() if run.plan is not None else ():
+        # A head's phases train with steps of their own (the first one was timed above).
+        run.state = state  # the timed steps donated the run's own state
+        step = run.phase_step(phase.name)
+        for i in range(2):
+            state, stats = step(state, batches[i % 4], key)
+        jax.block_until_ready(stats)
+        t0 = time.perf_counter()
+        for i in range(FLAGS.steps):
+            state, stats = step(state, batches[i % 4], key)
+        jax.block_until_ready(stats)
+        phases[phase.name] = FLAGS.steps / (time.perf_counter() - t0)
     renderer = Renderer(run.model, mesh, config.background, config.render_chunk_size)
     view = scene_view(scene, 0)
     renderer.image(state, view)  # compile
@@ -96,7 +109,9 @@ def speed(config, restore: bool = False) -> dict:
         "params_by_part": by_part,
         "train_steps_per_sec": FLAGS.steps / train_time,
         "train_rays_per_sec": FLAGS.steps * config.batch_size / train_time,
+        **({"phase_steps_per_sec": phases} if phases else {}),
         "render_rays_per_sec": scene.height * scene.width / render_time,
+        "render_images_per_sec": 1.0 / render_time,
         **peak_memory_mb(),
     }
 
@@ -123,6 +138,22 @@ def compare_runs(run_dirs) -> dict:
     return {"runs": rows}
 
 
+def autoencoder_ceiling(config):
+    """Mean PSNR of the test images through the trained run's autoencoder (encoder, then
+    decoder; the centre the decoder leaves), or None for a run without one."""
+    from jaxnerf360 import latent_training, metrics
+    from jaxnerf360.model import ENCODER
+
+    scene = load_split(config, "test")
+    model, state = training.load_trained(config, scene, parallel.make_mesh())
+    if ENCODER not in model.parts():
+        return None
+    decoded, truth = latent_training.round_trip(model, training.Training.model_params(state),
+                                                scene.images)
+    return float(np.mean([metrics.psnr_between(np.clip(d, 0, 1), t)
+                          for d, t in zip(decoded, truth, strict=True)]))
+
+
 def quality(config) -> dict:
     """Trains for Config.max_steps in a temporary directory and evaluates every test view."""
     from jaxnerf360 import eval as eval_lib
@@ -136,11 +167,16 @@ def quality(config) -> dict:
         train_lib.train(config)
         train_seconds = time.perf_counter() - t0
         metrics = eval_lib.evaluate(config)
+        ceiling = autoencoder_ceiling(config)
     out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
            "num_test_views": metrics["num_images"]}
     if metrics.get("lpips") is not None:
         out["test_lpips"] = metrics["lpips"]
+    if ceiling is not None:
+        out["autoencoder_round_trip_psnr"] = ceiling
+    if metrics.get("rcc") is not None:  # reprojective colour consistency of the render path
+        out["rcc"] = metrics["rcc"]
     if "poses" in metrics:  # joint pose optimisation: errors before and after
         out["poses"] = metrics["poses"]
     return out

@@ -200,6 +200,32 @@ def test_patch_stride_and_margin():
     np.testing.assert_allclose(batch.pixels[0, 0, 0], [left + 1 + 1, top + 1 + 1])
 
 
+def test_coarse_rays_go_through_block_centres_with_the_blocks_mean_colour():
+    from jaxnerf360.data.batching import CoarseRayBatcher
+    from jaxnerf360.data.cameras import View
+
+    scene = make_scene(h=12, w=14)  # 6 x 7 blocks of 2 x 2 pixels
+    batcher = CoarseRayBatcher(scene, 64, stride=2, seed=3)
+    out = batcher.next()
+    assert out["rays"].origins.shape == (64, 3) and out["rgb"].shape == (64, 3)
+    img, row, col = out["index"].T
+    assert row.max() < 6 and col.max() < 7 and img.max() < N
+    for i in range(64):
+        block = scene.images[img[i], 2 * row[i]:2 * row[i] + 2, 2 * col[i]:2 * col[i] + 2]
+        np.testing.assert_allclose(out["rgb"][i], block.reshape(-1, 3).mean(0), rtol=1e-6)
+        # The ray of the block's pixel in a camera with pixels twice as large.
+        coarse = View(scene.camtoworlds[img[i]], scene.intrinsics[img[i]] / 2, 7, 6,
+                      scene.near, scene.far, cam_idx=img[i])
+        want = coarse.window_rays(row[i], col[i], 1, 1)
+        for name in ("origins", "directions", "radii"):
+            np.testing.assert_allclose(getattr(out["rays"], name)[i], getattr(want, name)[0, 0],
+                                       atol=1e-5, err_msg=name)
+    # Batch k depends on (seed, process, k) only: a resumed batcher draws the same batch.
+    next_one = batcher.next()["index"]
+    np.testing.assert_array_equal(
+        CoarseRayBatcher(scene, 64, stride=2, seed=3, start_step=1).next()["index"], next_one)
+
+
 def test_patches_resume_exactly_and_split_over_processes():
     from jaxnerf360.data.batching import PatchBatcher
 

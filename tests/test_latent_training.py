@@ -20,6 +20,7 @@ LATENT = [*TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], "Model.head = @Latent
           "LatentDecoder.latent_dim = 4", "LatentDecoder.factor = 2",
           "LatentDecoder.size = 'small'", "MLPField.feature_dim = 4", "Config.patch_size = 8",
           "Config.batch_size = 128", "LatentTraining.encoder_margin = 1",
+          "LatentTraining.joint_rays = 64",
           "LatentTraining.colour_weight = 0.1"]
 
 
@@ -61,10 +62,10 @@ def test_each_phase_trains_only_its_parts_and_frozen_parts_stay_bit_equal(synthe
     assert not _equal(params[0]["encoder"], params[3]["encoder"])
     assert not _equal(params[0]["head"], params[3]["head"])
     assert "reconstruction" in stats[0] and "data" not in stats[0]
-    # Phase 2 fits the field (and the decoder), the encoder frozen.
+    # Phase 2 fits the field, the encoder and (by default) the decoder frozen.
     assert not _equal(params[3]["field"], params[9]["field"])
     assert not _equal(params[3]["sampler"], params[9]["sampler"])
-    assert not _equal(params[3]["head"], params[9]["head"])
+    assert _equal(params[3]["head"], params[9]["head"])
     assert _equal(params[3]["encoder"], params[12]["encoder"])
     assert float(stats[5]["latent"]) > 0 and float(stats[5]["colour"]) > 0
     # Phase 3 fine-tunes the decoder; the field and sampler do not move by a bit.
@@ -154,6 +155,12 @@ def test_group_windows_are_exact_zeros_outside_and_stretch_the_schedule_inside()
     # Log-linear from lr_init at step 20 towards lr_final over the 50 steps of the window.
     np.testing.assert_allclose(values[20], 1e-2, rtol=1e-6)
     np.testing.assert_allclose(values[45], 1e-3, rtol=1e-5)
+    # A scale within the window multiplies the rate there only.
+    scaled = optim.group_schedule(ParamGroup(1e-2, 1e-4, window=(0.2, 0.7),
+                                             scales=((0.3, 0.5, 0.25),)), config)
+    ratio = np.asarray(jax.vmap(scaled)(steps))[20:70] / values[20:70]
+    np.testing.assert_allclose(ratio, np.where((steps[20:70] >= 30) & (steps[20:70] < 50),
+                                               0.25, 1.0), rtol=1e-6)
     # The whole-run window is the old schedule, unchanged.
     whole = optim.group_schedule(ParamGroup(1e-2, 1e-4), config)
     np.testing.assert_allclose(np.asarray(jax.vmap(whole)(steps))[50], 1e-3, rtol=1e-5)
@@ -168,6 +175,7 @@ def test_the_plan_gives_each_group_the_phases_of_its_owner():
     assert groups["decoder"].window == (0.0, 1.0)
     assert groups["encoder"].window == (0.0, 0.1)
     assert groups["net"].window == groups["grid"].window == (0.1, 0.8)
+    assert groups["decoder"].scales == ((0.1, 0.8, 0.0),) and groups["net"].scales == ()
     assert [p.name for p in LatentTraining(autoencoder_end=0.0, decoder_start=1.0).phases()] \
         == ["joint"]
     assert [plan.phase_at(s, 100).name for s in (0, 9, 10, 79, 80, 99)] == [

@@ -1,4 +1,5 @@
-"""Random training batches: independent pixels (`RayBatcher`) or pixel patches (`PatchBatcher`).
+"""Random training batches: independent pixels (`RayBatcher`), pixel patches (`PatchBatcher`),
+or independent rays on a coarser grid (`CoarseRayBatcher`, beside a latent head's patches).
 
 Batch k of process p is drawn by a numpy Generator seeded with `(seed, p, k)`: each process
 draws its own slice of the global batch, and a run resumed at step k (`start_step=k`) sees
@@ -218,3 +219,37 @@ def _coarse_ndc(ndc, stride: int):
     return {**ndc, "fx": ndc["fx"] / stride, "fy": ndc["fy"] / stride,
             "width": ndc["width"] / stride, "height": ndc["height"] / stride}
 
+
+
+class CoarseRayBatcher(_Batcher):
+    """Iterator of `global_count // process_count` independent random rays on a grid `stride`
+    (k) times coarser than the images, drawn from the seed `(seed, process, k)` like the others.
+
+    Each ray goes through the centre of a k x k pixel block with k times the pixel's footprint
+    (as `PatchBatcher` with stride k casts them) and comes with the block's mean colour and its
+    (image, block row, block column): per-ray supervision of what a latent head's field renders.
+    """
+
+    def __init__(self, scene: Scene, global_count: int, stride: int, seed: int = 0,
+                 process_index: int = 0, process_count: int = 1, start_step: int = 0):
+        super().__init__(scene, global_count, "rays per batch", seed, process_index,
+                         process_count, start_step)
+        k = self.stride = int(stride)
+        n, self.rows, self.cols = scene.num_images, scene.height // k, scene.width // k
+        blocks = scene.images[:, :self.rows * k, :self.cols * k, :3]
+        self._coarse = np.asarray(blocks.reshape(n, self.rows, k, self.cols, k, 3).mean((2, 4)),
+                                  np.float32)
+
+    def next(self) -> dict:
+        """{'rays': Rays [n], 'rgb': [n, 3] block means, 'index': [n, 3] (image, row, col)}."""
+        rng = self._next_rng()
+        n, k, scene = self.local_count, self.stride, self.scene
+        img = rng.integers(0, scene.num_images, n)
+        row = rng.integers(0, self.rows, n)
+        col = rng.integers(0, self.cols, n)
+        distortion = None if scene.distortion is None else scene.distortion[img]
+        rays = pixels_to_rays(col + 0.5, row + 0.5, scene.camtoworlds[img],
+                              scene.intrinsics[img] / np.float32(k), distortion, scene.near,
+                              scene.far, img, ndc=_coarse_ndc(scene.ndc, k))
+        return {"rays": rays, "rgb": self._coarse[img, row, col],
+                "index": np.stack([img, row, col], -1).astype(np.int32)}

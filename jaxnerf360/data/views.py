@@ -23,6 +23,7 @@ class Views:
     distortion: Any  # [N, 4]
     images: Any = None  # [N, H, W, 3] float32, for blurred supervision
     edges: Any = None  # [N, H, W] bool, for the edge-guided loss
+    phase_data: Any = None  # what a training phase precomputed (`phases.PhasePlan.phase_data`)
     near: float = flax.struct.field(pytree_node=False, default=0.0)
     far: float = flax.struct.field(pytree_node=False, default=1.0)
     ndc: Any = flax.struct.field(pytree_node=False, default=None)  # the scene's NDC dict
