@@ -25,7 +25,8 @@ flags.DEFINE_enum("network_dtype", "float16", ["float16", "float32"],
 
 def compress(config, out_path: str, network_dtype: str = "float16") -> dict:
     """Writes the compressed file of the run in `config.checkpoint_dir`; returns a summary."""
-    kind = scene_kind(config.dataset_loader, config.forward_facing)
+    kind = scene_kind(config.dataset_loader, config.forward_facing, config.data_dir,
+                      config.transforms_scene)
     # A run that learned its poses holds one correction per training view.
     views = load_split(config, "train").num_images if Cameras().optimize_poses else 0
     model, state = restore_trained(config, kind, parallel.make_mesh(), views)

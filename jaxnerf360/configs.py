@@ -29,12 +29,16 @@ class Config:
     """Every run-level choice: data, optimisation, losses, checkpoints and outputs."""
 
     # --- data ---
-    dataset_loader: str = "synthetic"  # blender | llff | colmap | synthetic
+    dataset_loader: str = "synthetic"  # blender | llff | colmap | synthetic | transforms
     data_dir: str | None = None  # scene folder; the synthetic loader writes one if empty
     factor: int = 1  # image downsampling factor (area filter), focal scaled to match
     background: str = "white"  # white | black | random (random: per ray, training only)
     forward_facing: bool = False  # LLFF: use NDC rays (kind FORWARD)
-    llff_hold: int = 8  # every llff_hold-th image is a test image (LLFF, COLMAP)
+    llff_hold: int = 8  # every llff_hold-th image is a test image (LLFF, COLMAP, transforms)
+    # transforms.json scenes: 'bounded' (an object on a transparent background, the file's
+    # frame), 'unbounded' (normalised as a 360 capture) or 'auto' (bounded iff the first
+    # frame has transparent pixels); the log says which
+    transforms_scene: str = "auto"
     near: float | None = None  # None: the loader's default for the scene kind
     far: float | None = None
     # --- optimisation ---
@@ -218,7 +222,7 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         numeric = field.type in (int, float) or field.type == "int" or field.type == "float"
         if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise UserError(f"Config.{field.name}={value!r} must be a number")
-    loaders = ("blender", "llff", "colmap", "synthetic")
+    loaders = ("blender", "llff", "colmap", "synthetic", "transforms")
     if config.dataset_loader not in loaders:
         raise UserError(
             f"Config.dataset_loader={config.dataset_loader!r} is unknown; choose one of {loaders}"

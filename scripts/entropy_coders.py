@@ -75,7 +75,8 @@ def main(argv):
     """Entry point."""
     del argv
     config = cli.load_run(check_dirs=False)
-    kind = scene_kind(config.dataset_loader, config.forward_facing)
+    kind = scene_kind(config.dataset_loader, config.forward_facing, config.data_dir,
+                      config.transforms_scene)
     model, state = restore_trained(config, kind, parallel.make_mesh())
     tensors = compressed.file_tensors(model, jax.device_get(state.params))
     print(f"{'layout':11s} {'stream':7s} {'symbols':>10s} {'entropy B':>11s} {'Huffman B':>11s} "

@@ -12,6 +12,7 @@ def load_split(config, split: str):
         config.dataset_loader, config.data_dir, split, factor=config.factor,
         background=background, llff_hold=config.llff_hold,
         forward_facing=config.forward_facing, near=config.near, far=config.far,
+        transforms_scene=config.transforms_scene,
     )
     # The misalignment benchmark (data/misalign.py) moves the training images only.
     return misalign.perturb(scene) if split == "train" else scene

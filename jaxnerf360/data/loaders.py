@@ -5,25 +5,31 @@ Default near/far when `near`/`far` are None (ray distance along unnormalised dir
 - "colmap", "llff": 0.2 and 1e6 in units after `normalize_unbounded` (cameras inside the
   unit ball; the far plane is effectively infinity, left to the contraction).
 - "llff" with `forward_facing=True`: 0 and 1 in NDC.
+- "transforms": bounded scenes as instant-ngp's aabb_scale cube says (else 2 and 6),
+  unbounded ones as "colmap" (see `transforms`).
 """
 
 import numbers
 import os
 from collections.abc import Sequence
 
-from jaxnerf360.data import blender, colmap, llff, synthetic
+from jaxnerf360.data import blender, colmap, llff, synthetic, transforms
 from jaxnerf360.data.images import _check_factor
 from jaxnerf360.data.scene import BOUNDED, FORWARD, UNBOUNDED, Scene
 from jaxnerf360.errors import UserError, check
 
-LOADERS = ("blender", "llff", "colmap", "synthetic")
+LOADERS = ("blender", "llff", "colmap", "synthetic", "transforms")
 SPLITS = ("train", "test")
 
 
-def scene_kind(loader: str, forward_facing: bool = False) -> str:
-    """The kind (BOUNDED, UNBOUNDED or FORWARD) of the scenes a loader produces."""
+def scene_kind(loader: str, forward_facing: bool = False, data_dir=None,
+               transforms_scene: str = "auto") -> str:
+    """The kind (BOUNDED, UNBOUNDED or FORWARD) of the scenes a loader produces (a
+    transforms.json scene's depends on its frames, so it needs `data_dir`)."""
     if loader in ("blender", "synthetic"):
         return BOUNDED
+    if loader == "transforms":
+        return transforms.resolve_kind(data_dir, transforms_scene)
     return FORWARD if loader == "llff" and forward_facing else UNBOUNDED
 
 
@@ -38,6 +44,7 @@ def load_scene(
     forward_facing: bool = False,
     near: float | None = None,
     far: float | None = None,
+    transforms_scene: str = "auto",
 ) -> Scene:
     """Loads one split of a scene in OpenGL convention; see the module docstring for near/far."""
     check(
@@ -81,6 +88,9 @@ def load_scene(
         return module.load(
             data_dir, split, factor=factor, background=background, near=near, far=far
         )
+    if loader == "transforms":
+        return transforms.load(data_dir, split, factor=factor, background=background,
+                               llff_hold=llff_hold, kind=transforms_scene, near=near, far=far)
     if loader == "llff":
         return llff.load(
             data_dir,

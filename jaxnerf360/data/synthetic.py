@@ -275,6 +275,8 @@ def _looks_like(data_dir: Path) -> str:
         return "an LLFF capture (use Config.dataset_loader = 'llff')"
     if (data_dir / "transforms_train.json").is_file():
         return "a Blender scene (use Config.dataset_loader = 'blender')"
+    if (data_dir / "transforms.json").is_file():
+        return "an instant-ngp / nerfstudio scene (use Config.dataset_loader = 'transforms')"
     return "no scene format this project reads"
 
 
