@@ -3,7 +3,8 @@
 Writes `render/rgb.mp4`, `render/depth.mp4`, `render/frames/*.png` and
 `render/metrics.json` (the path's reprojective colour consistency, RCC) under
 Config.checkpoint_dir. The path is an ellipse around 360 and object scenes, a spiral
-for forward-facing scenes, or an interpolation through the training cameras.
+for forward-facing scenes, an interpolation through the training cameras, or nerfstudio's
+camera-path JSON (`--camera_path=path.json`, `camera_path_file`).
 """
 
 import json
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxnerf360 import cli, consistency, outputs, parallel, rendering
+from jaxnerf360 import camera_path_file, cli, consistency, outputs, parallel, rendering
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.errors import UserError
@@ -21,10 +22,14 @@ from jaxnerf360.rendering import Renderer
 from jaxnerf360.training import load_trained
 
 flags.DEFINE_integer("frames", None, "Override Config.render_frames.")
+flags.DEFINE_string("camera_path", None, "Render nerfstudio's camera-path JSON (its cameras, "
+                    "size and fps) instead of Config.render_path.")
 
 
-def render_path(config, n_frames=None, compressed_path: str | None = None) -> str:
-    """Renders the path (of a run, or of a compressed scene file); returns the output directory.
+def render_path(config, n_frames=None, compressed_path: str | None = None,
+                camera_path: str | None = None) -> str:
+    """Renders the path (of a run, or of a compressed scene file), or the cameras of a
+    `camera_path` file; returns the output directory.
 
     Also writes `render/metrics.json`: the path's reprojective colour consistency (RCC).
     """
@@ -38,7 +43,13 @@ def render_path(config, n_frames=None, compressed_path: str | None = None) -> st
     if learned:  # the path follows the optimised cameras, in the frame the field learnt
         scene.camtoworlds = cameras.current(state.params)
     renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
-    views = rendering.path_of(config, scene, n_frames, multiple=renderer.upsample)
+    fps = config.render_fps
+    if camera_path:
+        views, file_fps = camera_path_file.read(camera_path, scene, config.render_factor)
+        views = [rendering.cut_to(view, renderer.upsample) for view in views]
+        n_frames, fps = len(views), file_fps or fps
+    else:
+        views = rendering.path_of(config, scene, n_frames, multiple=renderer.upsample)
     out_dir = os.path.join(config.checkpoint_dir, "render")
 
     def write_frame(i, rgb):
@@ -52,9 +63,8 @@ def render_path(config, n_frames=None, compressed_path: str | None = None) -> st
                     for d, a in zip(frames["depth"], frames["acc"], strict=True)]
     for i, d in enumerate(depth_frames):
         outputs.write_png(os.path.join(out_dir, "frames", f"depth_{i:04d}.png"), d)
-    outputs.write_video(os.path.join(out_dir, "rgb.mp4"), frames["rgb"], config.render_fps)
-    outputs.write_video(os.path.join(out_dir, "depth.mp4"), np.stack(depth_frames),
-                        config.render_fps)
+    outputs.write_video(os.path.join(out_dir, "rgb.mp4"), frames["rgb"], fps)
+    outputs.write_video(os.path.join(out_dir, "depth.mp4"), np.stack(depth_frames), fps)
     if n_frames >= 2 and jax.process_index() == 0:
         summary = {"step": int(state.step), "rcc": consistency.path_consistency(frames, views)}
         with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
@@ -68,7 +78,7 @@ def main(_):
     frames = flags.FLAGS.frames
     if frames is not None and frames <= 0:  # checked before anything loads
         raise UserError(f"--frames={frames} must be a positive number of frames")
-    render_path(cli.load_run(), frames, flags.FLAGS.compressed)
+    render_path(cli.load_run(), frames, flags.FLAGS.compressed, flags.FLAGS.camera_path)
 
 
 if __name__ == "__main__":

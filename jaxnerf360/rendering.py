@@ -8,6 +8,7 @@ channels at once. With a masking sampler (occupancy grid) a cheap first pass cou
 counted samples of every chunk, and the field then runs on a buffer sized for the fullest one.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -145,6 +146,16 @@ class Renderer:
                           left * scale:(left + wide) * scale] = value
         return {name: value[:view.height * scales[name], :view.width * scales[name]]
                 for name, value in out.items()}
+
+
+def cut_to(view: View, multiple: int) -> View:
+    """`view` cut down to a `multiple` of pixels (a head's upsampling factor) on the right and
+    bottom (the principal point stays where it was), or one clear line if nothing is left."""
+    width, height = view.width // multiple * multiple, view.height // multiple * multiple
+    if not width or not height:
+        raise UserError(f"frames of {view.width}x{view.height} pixels are smaller than the "
+                        f"head's upsampling factor {multiple}; render larger frames")
+    return dataclasses.replace(view, width=width, height=height)
 
 
 def path_of(config, scene, n_frames: int, camtoworlds=None, multiple: int = 1) -> list:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,39 @@ def test_render_writes_videos_and_frames(trained):
     assert video.shape[0] == 3 and video.shape[1:3] == (16, 16)
     rcc = json.loads((out / "metrics.json").read_text())["rcc"]
     assert rcc["frames"] == 3 and 0 < rcc["covisible"] <= 1 and np.isfinite(rcc["mse"]), rcc
+
+
+def test_render_follows_a_camera_path_file(trained):
+    """nerfstudio's camera-path JSON: its cameras, size and fps make the video."""
+    import imageio.v3 as iio
+
+    from jaxnerf360 import camera_path_file
+    from jaxnerf360.data import loaders
+
+    tmp, _ = trained
+    scene = loaders.load_scene("synthetic", tmp / "scene", "test")
+    path = tmp / "path.json"
+    camera_path_file.write(str(path), scene.camtoworlds[:2], scene.transform, 24, 20, 40.0,
+                           fps=10)
+    shutil.copytree(tmp / "run" / "checkpoints", tmp / "path_run" / "checkpoints")
+    shutil.copy(tmp / "run" / "config.gin", tmp / "path_run" / "config.gin")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxnerf360.render", f"--checkpoint_dir={tmp / 'path_run'}",
+         f"--camera_path={path}"], capture_output=True, text=True, cwd=ROOT, env=cli_env(),
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp / "path_run" / "render"
+    frames = sorted((out / "frames").glob("rgb_*.png"))
+    assert len(frames) == 2 and np.asarray(Image.open(frames[0])).shape == (20, 24, 3)
+    assert iio.immeta(out / "rgb.mp4")["fps"] == 10
+    bad = tmp / "bad_path.json"
+    bad.write_text('{"camera_path": []}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxnerf360.render", f"--checkpoint_dir={tmp / 'run'}",
+         f"--camera_path={bad}"], capture_output=True, text=True, cwd=ROOT, env=cli_env(),
+        timeout=300)
+    assert proc.returncode == 2 and "missing or empty 'camera_path'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def _latest_params(run_dir):
