@@ -31,6 +31,7 @@ setup(
         "scipy>=1.11,<2",
         "scikit-image>=0.22,<1",
         "plyfile>=1.0,<2",
+        "viser>=1.0,<2",
     ],
     extras_require={
         "test": [

@@ -86,6 +86,9 @@ class Config:
     render_frames: int = 120
     render_fps: int = 30
     render_factor: int = 1  # render videos at 1/render_factor of the training resolution
+    # Serve the live web viewer (jaxnerf360/viewer.py) on this loopback port while training
+    # (0: no viewer); it renders between steps within a quarter of the wall time.
+    viewer_port: int = 0
 
 
 def import_registering_modules() -> None:
@@ -245,6 +248,9 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UserError(f"Config.{name}={value!r} must be a positive integer")
+    if not isinstance(config.viewer_port, int) or not 0 <= config.viewer_port < 65536:
+        raise UserError(f"Config.viewer_port={config.viewer_port!r} must be a port number "
+                        "(1 to 65535), or 0 for no viewer")
     if not isinstance(config.patch_size, int) or config.patch_size < 0:
         raise UserError(f"Config.patch_size={config.patch_size!r} must be a non-negative "
                         "integer (0: independent pixels)")

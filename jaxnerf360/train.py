@@ -77,6 +77,7 @@ def train(config: configs.Config):
                 if test_scene else None)
     key = parallel.replicate(jax.random.PRNGKey(config.seed + 1), mesh)
     writer = _summary_writer(config)
+    viewer = _viewer(config, run, scene, mesh)
 
     stop = _StopFlag()
     try:
@@ -107,6 +108,8 @@ def train(config: configs.Config):
                         writer.add_scalar(f"train/{name}", float(value), step)
                     writer.add_scalar("train/rays_per_sec", rays_per_sec, step)
                 t_last, steps_since = time.time(), 0
+                if viewer is not None:
+                    viewer.update(run.state, step, float(stats["psnr"]))
             if renderer is not None and step % config.summary_render_every == 0:
                 _summarise_test_view(writer, renderer, run.state, test_scene, step)
             if step % config.checkpoint_every == 0:
@@ -123,11 +126,26 @@ def train(config: configs.Config):
         raise
     finally:
         stop.restore()
+        if viewer is not None:
+            viewer.close()
     checkpoints.save(mgr, int(run.state.step), run.state)
     if writer is not None:
         writer.close()
     logging.info("checkpoint at step %d in %s", int(run.state.step), config.checkpoint_dir)
     return run.state
+
+
+def _viewer(config, run, scene, mesh):
+    """The live viewer of Config.viewer_port (process 0 only), showing the starting state."""
+    if not config.viewer_port or jax.process_index() != 0:
+        return None
+    from jaxnerf360.viewer import Viewer
+
+    viewer = Viewer(run.model, scene, mesh, config.background, config.viewer_port,
+                    chunk=config.render_chunk_size)
+    viewer.update(run.state, int(run.state.step))
+    logging.info("viewer at http://127.0.0.1:%d", config.viewer_port)
+    return viewer
 
 
 def _summarise_test_view(writer, renderer, state, scene, step):

@@ -59,9 +59,14 @@ def box_distance(points):
 
 @pytest.fixture
 def box_run(synthetic_dir):
+    """(model, state, scene, mesh) of `box_field`."""
+    return box_field(synthetic_dir)
+
+
+def box_field(synthetic_dir, *bindings):
     """A VM field whose density is 200 inside the synthetic scene's box and 0 elsewhere (one
     rank: the xy plane's indicator times the z line's), with the occupancy sampler."""
-    config = _config(synthetic_dir, "Model.field = @TensoRFField",
+    config = _config(synthetic_dir, *bindings, "Model.field = @TensoRFField",
                      "Model.sampler = @OccupancySampler",
                      f"TensoRFField.resolution = ({RES}, {RES}, {RES})",
                      "TensoRFField.density_ranks = (1, 1, 1)",
