@@ -162,7 +162,8 @@ def test_a_short_trained_field_exports_near_the_scene_surfaces(tmp_path):
         [sys.executable, "-m", "jaxnerf360.train", f"--gin_configs={ROOT}/configs/debug.gin",
          f"--gin_bindings=Config.data_dir='{tmp_path / 'scene'}'",
          f"--gin_bindings=Config.checkpoint_dir='{run}'",
-         "--gin_bindings=Config.max_steps=300", "--gin_bindings=Config.batch_size=1024",
+         "--gin_bindings=Config.max_steps=300", "--gin_bindings=Config.batch_size=512",
+         "--gin_bindings=Config.lr_delay_steps=0",
          "--gin_bindings=Model.field=@TensoRFField", "--gin_bindings=Model.sampler="
          "@OccupancySampler", "--gin_bindings=TensoRFField.resolution=(48, 48, 48)",
          "--gin_bindings=TensoRFField.density_ranks=(8, 8, 8)",
@@ -173,7 +174,7 @@ def test_a_short_trained_field_exports_near_the_scene_surfaces(tmp_path):
         capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
     for what in ("pointcloud", "mesh"):
-        proc = _cli(what, f"--checkpoint_dir={run}", "--resolution=96")
+        proc = _cli(what, f"--checkpoint_dir={run}", "--resolution=96", "--views=8")
         assert proc.returncode == 0, proc.stderr[-3000:]
         ply = PlyData.read(run / "export" / ("points.ply" if what == "pointcloud" else
                                               "mesh.ply"))

@@ -95,7 +95,7 @@ def test_step_compiled_without_spectral_control_matches_once_the_schedules_end(s
     run = training.setup(config, scene, mesh)
     state, with_control = run.state, run.step
     assert run.spectral_end == 40
-    plain = run._steps.get(capacity=None, spectral=False)
+    plain = run._steps.get(capacity=None, spectral=False, phase=run.phase_name(0))
     batch = global_batch(run.scene, mesh, 256)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
 
@@ -121,7 +121,7 @@ def test_alternating_edge_loss_weighs_edges_on_even_steps_only(synthetic_dir):
     mesh = parallel.make_mesh()
     run = training.setup(config, scene, mesh)
     state, with_edges = run.state, run.step
-    plain = run._steps.get(capacity=None, spectral=False)
+    plain = run._steps.get(capacity=None, spectral=False, phase=run.phase_name(0))
     batch = global_batch(run.scene, mesh, 256)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
 

@@ -141,8 +141,20 @@ def _albedo(which, p):
     return colours[which, np.arange(len(p))]
 
 
-def trace(origins: np.ndarray, directions: np.ndarray) -> tuple:
-    """Traces rays `[n, 3]` -> (rgb `[n, 3]` shaded colour, alpha `[n]` 1 where anything is hit)."""
+def speckle(points: np.ndarray) -> np.ndarray:
+    """`[n]` in [0.55, 1]: a fixed, non-repeating texture of 3D points (hashed value noise at
+    two scales), which structure from motion can match where the checkers repeat."""
+    total = 0.0
+    for cell, weight in ((0.05, 0.6), (0.017, 0.4)):
+        q = np.floor(np.asarray(points, np.float64) / cell).astype(np.int64)
+        h = (q[:, 0] * 73856093) ^ (q[:, 1] * 19349663) ^ (q[:, 2] * 83492791)
+        total = total + weight * ((h * 2654435761) % 1000003) / 1000003.0
+    return 0.55 + 0.45 * total
+
+
+def trace(origins: np.ndarray, directions: np.ndarray, textured: bool = False) -> tuple:
+    """Traces rays `[n, 3]` -> (rgb `[n, 3]` shaded colour, alpha `[n]` 1 where anything is hit);
+    `textured` darkens every surface by `speckle`."""
     ts, normals = zip(*(hit(origins, directions) for hit in _PRIMITIVES), strict=True)
     ts = np.stack(ts)
     which = ts.argmin(axis=0)
@@ -160,6 +172,8 @@ def trace(origins: np.ndarray, directions: np.ndarray) -> tuple:
     shadow_t = np.min([h(shadow_o, shadow_d)[0] for h in _PRIMITIVES], axis=0)
     lit = np.where(np.isfinite(shadow_t), 0.0, lit)
     rgb = _albedo(which, points) * (_AMBIENT + (1 - _AMBIENT) * lit)[:, None]
+    if textured:
+        rgb = rgb * speckle(points)[:, None]
     return np.where(hit[:, None], rgb, 0.0), hit.astype(np.float32)
 
 
@@ -191,20 +205,20 @@ def hemisphere_cameras(n: int, phase: float, offset: float) -> np.ndarray:
     return np.stack([look_at_origin(CAMERA_RADIUS * v) for v in dirs])
 
 
-def render(camtoworld: np.ndarray, size: int) -> np.ndarray:
+def render(camtoworld: np.ndarray, size: int, textured: bool = False) -> np.ndarray:
     """Renders `[size, size, 4]` float RGBA for one `[4, 4]` pose (field of view CAMERA_ANGLE_X)."""
-    return render_many(camtoworld[None], size)[0]
+    return render_many(camtoworld[None], size, textured)[0]
 
 
-def render_many(camtoworlds: np.ndarray, size: int) -> np.ndarray:
-    """Renders `[n, size, size, 4]` float RGBA for `[n, 4, 4]` poses."""
+def render_many(camtoworlds: np.ndarray, size: int, textured: bool = False) -> np.ndarray:
+    """Renders `[n, size, size, 4]` float RGBA for `[n, 4, 4]` poses (`textured`: see trace)."""
     focal = 0.5 * size / math.tan(0.5 * CAMERA_ANGLE_X)
     centres = np.arange(size) + 0.5
     u, v = np.meshgrid(centres, centres, indexing="xy")
     cam = np.stack([(u - 0.5 * size) / focal, -(v - 0.5 * size) / focal, -np.ones_like(u)], -1)
     dirs = np.einsum("nij,hwj->nhwi", camtoworlds[:, :3, :3], cam).reshape(-1, 3)
     origins = np.repeat(camtoworlds[:, :3, 3], size * size, axis=0)
-    rgb, alpha = trace(origins, dirs)
+    rgb, alpha = trace(origins, dirs, textured)
     rgba = np.concatenate([rgb, alpha[:, None]], axis=-1)
     return rgba.reshape(len(camtoworlds), size, size, 4)
 
