@@ -70,6 +70,11 @@ class Viewer:
                             "(--port or Config.viewer_port)")
         self.scene, self.budget, self.settle = scene, float(budget), float(settle)
         self.renderer = Renderer(model, mesh, background, chunk)
+        # Small images get a renderer of a smaller chunk: padding a 32-pixel-high view to a
+        # full chunk would make it cost as much as a large one. One compile per size.
+        self._renderers = {self.renderer.chunk: self.renderer}
+        self._make_renderer = lambda size: Renderer(model, mesh, background, size)
+        self._compiled = set()  # (chunk, height, width, mode) rendered at least once
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.port, self.host = port, host
         self._state, self._lock = None, threading.Lock()
@@ -87,7 +92,7 @@ class Viewer:
         record.on_click(lambda event: self._keyframes.append(self._camera_of(event.client)))
         save.on_click(lambda event: self.save_path(self.path_file.value))
         for control in (self.mode, self.resolution):
-            control.on_update(lambda _: self._invalidate())
+            control.on_update(lambda _: self.refresh())
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(lambda c: self._clients.pop(c.client_id, None))
         self._stop = threading.Event()
@@ -128,9 +133,12 @@ class Viewer:
         if client_id in self._clients:
             self._clients[client_id].update(moved=time.time(), done=0)
 
-    def _invalidate(self) -> None:
+    def refresh(self, moving: bool = False) -> None:
+        """Renders every browser's view again (as after a camera move, with `moving`)."""
         for entry in self._clients.values():
             entry["done"] = 0
+            if moving:
+                entry["moved"] = time.time()
 
     def rendered(self) -> dict:
         """{client id: the image height last sent to that browser (0: none yet)}."""
@@ -152,7 +160,7 @@ class Viewer:
         parts = [f"step {step}" if step is not None else "", f"PSNR {psnr:.2f} dB"
                  if psnr is not None else ""]
         self.status.content = "  ".join(p for p in parts if p) or "trained state"
-        self._invalidate()
+        self.refresh()
 
     def render(self, camtoworld, fov: float, width: int, height: int, mode: str = "rgb"):
         """`[height, width, 3]` float image of the current state from an OpenGL camera with a
@@ -170,7 +178,7 @@ class Viewer:
                     intrinsics=np.array([focal, focal, width / 2, height / 2], np.float32),
                     width=width, height=height, near=self.scene.near, far=self.scene.far,
                     ndc=self.scene.ndc)
-        out = self.renderer.image(state, view)
+        out = self._renderer_for(width * height // (k * k)).image(state, view)
         if mode == "rgb":
             return np.clip(out["rgb"], 0, 1)
         per_pixel = {name: np.repeat(np.repeat(out[name], k, 0), k, 1)
@@ -181,16 +189,29 @@ class Viewer:
             image = outputs.depth_to_image(per_pixel["distance_median"], per_pixel["acc"])
         return np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1)
 
+    def _renderer_for(self, rays: int) -> Renderer:
+        """The renderer whose chunk is the smallest power of two holding `rays` (at least 1024,
+        at most the configured chunk)."""
+        chunk = min(self.renderer.chunk, 1 << max(10, (int(rays) - 1).bit_length()))
+        if chunk not in self._renderers:
+            self._renderers[chunk] = self._make_renderer(chunk)
+        return self._renderers[chunk]
+
     def _render_client(self, entry, height: int) -> float:
+        """Renders one browser's view; the seconds it took, or 0 when it included a compile
+        (which the budget does not count, so the first view is not followed by a long wait)."""
         wxyz, position, fov, aspect = self._camera_of(entry["client"])
+        width = max(1, round(height * aspect))
         start = time.perf_counter()
-        image = self.render(viser_to_gl(wxyz, position), fov, max(1, round(height * aspect)),
-                            height, self.mode.value)
+        image = self.render(viser_to_gl(wxyz, position), fov, width, height, self.mode.value)
         entry["client"].scene.set_background_image(outputs.to_uint8(image), format="jpeg")
         seconds = time.perf_counter() - start
         logging.debug("viewer: rendered %dx%d in %.3f s", image.shape[1], image.shape[0],
                       seconds)
-        return seconds
+        key = (image.shape[0], image.shape[1], self.mode.value)
+        first = key not in self._compiled
+        self._compiled.add(key)
+        return 0.0 if first else seconds
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -207,10 +228,9 @@ class Viewer:
                             logging.warning("viewer: render failed (%s: %s)", type(e).__name__,
                                             e)
                         entry["done"] = want
-            # Stay within the budget: after s seconds of rendering, idle s (1 - b) / b (at most
-            # 2 s, so that the first render's compilation does not stall the view).
+            # Stay within the budget: after s seconds of rendering, idle s (1 - b) / b.
             idle = spent * (1 - self.budget) / max(self.budget, 1e-3)
-            self._stop.wait(min(2.0, max(0.02, idle)))
+            self._stop.wait(max(0.02, idle))
 
     # --- camera paths ---
 
