@@ -46,6 +46,8 @@ def process(source: Path, out: Path, *, num_frames: int = 300, camera_model="SIM
     """Builds the scene folder `out` from the photos or video `source`; a summary dict."""
     start = time.time()
     images = out / "images"
+    if images.is_dir() and images.resolve() != source.resolve():
+        shutil.rmtree(images)  # a rerun: SfM reads the whole folder, so no stale frames
     if frames.is_video(source):
         names = frames.sample_video(source, num_frames, images, log)
     elif source.is_dir():
