@@ -9,7 +9,7 @@ import gin
 from absl import flags
 
 from jaxnerf360 import renamed
-from jaxnerf360.errors import UserError
+from jaxnerf360.errors import UserError, first_line
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_configs", None, "Gin config files, applied in order.")
@@ -99,10 +99,6 @@ def import_registering_modules() -> None:
         importlib.import_module(name)
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def _gin_error(error: Exception) -> UserError:
     """One clear line for a gin error; a moved binding names where it lives now."""
     if isinstance(error, tokenize.TokenError):
@@ -116,7 +112,7 @@ def _gin_error(error: Exception) -> UserError:
         place = f" ({where.group(1)}, line {where.group(2)})" if where else ""
         return UserError(f"{match.group(1)}.{match.group(2)} is now {moved}{place}: the "
                          "setting lives with the module that uses it; rename the binding")
-    return UserError(f"bad gin config or binding: {_first_line(error)}")
+    return UserError(f"bad gin config or binding: {first_line(error)}")
 
 
 _INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.MULTILINE)
@@ -159,7 +155,7 @@ def parse_gin(configs, bindings) -> None:
     except (ValueError, NameError, KeyError, TypeError, SyntaxError, tokenize.TokenError) as e:
         raise _gin_error(e) from None
     except OSError as e:  # a file gin could not open after all
-        raise UserError(f"bad gin config: {_first_line(e)}") from None
+        raise UserError(f"bad gin config: {first_line(e)}") from None
 
 
 def parse_saved(text: str, what: str) -> None:
@@ -170,7 +166,7 @@ def parse_saved(text: str, what: str) -> None:
     except (ValueError, NameError, KeyError, TypeError, SyntaxError, OSError,
             tokenize.TokenError) as e:  # an unclosed bracket reaches us as the tokenizer's error
         why = ("a bracket or quote is never closed" if isinstance(e, tokenize.TokenError)
-               else _first_line(e))
+               else first_line(e))
         raise UserError(f"{what}: its saved gin config does not parse here ({why}); fix or "
                         "replace it") from None
 

@@ -9,6 +9,12 @@ class UserError(Exception):
     """
 
 
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def check(condition: bool, message: str) -> None:
     """Raises UserError(message) when condition is false."""
     if not condition:

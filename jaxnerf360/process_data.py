@@ -63,7 +63,7 @@ def process(source: Path, out: Path, *, num_frames: int = 300, camera_model="SIM
         for name in failed:
             shutil.move(images / name, out / "unregistered" / name)
         log(f"moved {len(failed)} unregistered image(s) to {out / 'unregistered'}")
-    refused = any(_model_name(c) not in colmap.CAMERA_MODELS for c in rec.cameras.values())
+    refused = any(colmap.model_name(c) not in colmap.CAMERA_MODELS for c in rec.cameras.values())
     if undistort or refused:
         largest = out / "colmap" / "largest"
         largest.mkdir(parents=True, exist_ok=True)
@@ -87,10 +87,6 @@ def process(source: Path, out: Path, *, num_frames: int = 300, camera_model="SIM
         "seconds": time.time() - start,
     }
     return summary
-
-
-def _model_name(camera) -> str:
-    return camera.model.name if hasattr(camera.model, "name") else str(camera.model)
 
 
 def train_command(out: Path, forward_facing: bool) -> str:

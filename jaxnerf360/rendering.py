@@ -177,6 +177,12 @@ def path_of(config, scene, n_frames: int, camtoworlds=None, multiple: int = 1) -
             for pose in poses]
 
 
+def per_output_pixel(image: np.ndarray, k: int) -> np.ndarray:
+    """`[h, w, ...]` values of a head's k-times coarser grid -> `[h k, w k, ...]`, each value
+    repeated over the k x k output pixels it covers."""
+    return np.repeat(np.repeat(image, k, 0), k, 1)
+
+
 def render_views(renderer, state, views, on_frame=None) -> dict:
     """Renders `views`: `rgb [T, H, W, 3]` (clipped), `depth` and `acc` `[T, H, W]`.
 
@@ -187,9 +193,8 @@ def render_views(renderer, state, views, on_frame=None) -> dict:
     for i, view in enumerate(views):
         out = renderer.image(state, view)
         rgbs.append(np.clip(out["rgb"], 0, 1))
-        k = renderer.upsample
-        depths.append(np.repeat(np.repeat(out["distance_median"], k, 0), k, 1))
-        accs.append(np.repeat(np.repeat(out["acc"], k, 0), k, 1))
+        depths.append(per_output_pixel(out["distance_median"], renderer.upsample))
+        accs.append(per_output_pixel(out["acc"], renderer.upsample))
         if on_frame is not None:
             on_frame(i, rgbs[-1])
     return {"rgb": np.stack(rgbs), "depth": np.stack(depths), "acc": np.stack(accs)}

@@ -28,7 +28,7 @@ from absl import logging
 from jaxnerf360 import camera_path_file, outputs
 from jaxnerf360.data.cameras import View
 from jaxnerf360.errors import UserError
-from jaxnerf360.rendering import Renderer
+from jaxnerf360.rendering import Renderer, per_output_pixel
 
 MODES = ("rgb", "depth", "opacity")
 _FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes (viser's are OpenCV's)
@@ -181,7 +181,7 @@ class Viewer:
         out = self._renderer_for(width * height // (k * k)).image(state, view)
         if mode == "rgb":
             return np.clip(out["rgb"], 0, 1)
-        per_pixel = {name: np.repeat(np.repeat(out[name], k, 0), k, 1)
+        per_pixel = {name: per_output_pixel(out[name], k)
                      for name in ("distance_median", "acc")}
         if mode == "opacity":
             image = per_pixel["acc"]

@@ -14,7 +14,7 @@ from jaxnerf360.data.llff import (
     holdout_indices,
 )
 from jaxnerf360.data.scene import UNBOUNDED, Scene
-from jaxnerf360.errors import UserError
+from jaxnerf360.errors import UserError, first_line
 
 # Camera model -> function of its params giving ((fx, fy, cx, cy), (k1, k2, p1, p2)).
 CAMERA_MODELS = {
@@ -50,8 +50,7 @@ def read_model(data_dir: os.PathLike):
     try:
         return pycolmap.Reconstruction(model_dir)
     except Exception as e:  # pycolmap raises plain RuntimeError/ValueError on bad files.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{model_dir}: cannot read the COLMAP model ({first})") from None
+        raise UserError(f"{model_dir}: cannot read the COLMAP model ({first_line(e)})") from None
 
 
 def cam_from_world(image) -> np.ndarray:
@@ -73,9 +72,20 @@ def opencv_w2c_to_opengl_c2w(w2c: np.ndarray) -> np.ndarray:
     return np.concatenate([rot_c2w, center[..., None]], axis=-1)
 
 
+def model_name(camera) -> str:
+    """The COLMAP model name of a pycolmap camera ('SIMPLE_RADIAL', ...)."""
+    return camera.model.name if hasattr(camera.model, "name") else str(camera.model)
+
+
+def registered_images(rec) -> list:
+    """The images of a pycolmap Reconstruction that have a pose, sorted by name."""
+    images = [im for im in rec.images.values() if not hasattr(im, "has_pose") or im.has_pose]
+    return sorted(images, key=lambda im: im.name)
+
+
 def camera_parameters(camera, image_name: str) -> tuple:
     """pycolmap camera -> ((fx, fy, cx, cy), (k1, k2, p1, p2)) at the camera's resolution."""
-    model = camera.model.name if hasattr(camera.model, "name") else str(camera.model)
+    model = model_name(camera)
     if model not in CAMERA_MODELS:
         raise UserError(
             f"{image_name}: camera {camera.camera_id} uses the {model} model, which is not "
@@ -102,8 +112,7 @@ def load(
     folder, ds = find_image_folder(data_dir, factor, "sparse/0/cameras.bin and images/")
     rec = read_model(data_dir)
 
-    registered = [im for im in rec.images.values() if not hasattr(im, "has_pose") or im.has_pose]
-    registered.sort(key=lambda im: im.name)
+    registered = registered_images(rec)
     if not registered:
         raise UserError(f"{model_dir}: the COLMAP model has no registered images")
     names = [im.name for im in registered]

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from jaxnerf360.data import images as image_lib
-from jaxnerf360.errors import UserError
+from jaxnerf360.errors import UserError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -55,8 +55,7 @@ def sample_video(path: Path, count: int, out: Path, log=print) -> list:
         reader = imageio_ffmpeg.read_frames(str(path))
         meta = next(reader)
     except (RuntimeError, OSError, StopIteration) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read this video ({first}); give an MP4/MOV that "
+        raise UserError(f"{path}: cannot read this video ({first_line(e)}); give an MP4/MOV that "
                         "ffmpeg can decode, or a folder of images") from None
     if total < 1:
         raise UserError(f"{path}: the video has no frames")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnerf360.data import colmap
-from jaxnerf360.errors import UserError
+from jaxnerf360.errors import UserError, first_line
 
 CAMERA_MODES = ("per_folder", "single", "per_image")
 MATCHERS = ("auto", "exhaustive", "sequential")
@@ -39,7 +39,7 @@ def reconstruct(images: Path, work: Path, camera_model: str = "SIMPLE_RADIAL",
     try:
         pycolmap.extract_features(database, images, camera_mode=mode, reader_options=reader)
     except (RuntimeError, ValueError) as e:
-        raise UserError(f"{images}: feature extraction failed ({_first_line(e)}); check "
+        raise UserError(f"{images}: feature extraction failed ({first_line(e)}); check "
                         f"--camera_model={camera_model} and the images") from None
     log(f"sfm 1/3: SIFT features of {count} images ({time.time() - start:.1f} s)")
     start = time.time()
@@ -58,15 +58,10 @@ def reconstruct(images: Path, work: Path, camera_model: str = "SIMPLE_RADIAL",
     return max(found.values(), key=lambda rec: rec.num_reg_images())
 
 
-def registered_names(rec) -> set:
-    """The names of the images with a pose in `rec`."""
-    return {im.name for im in rec.images.values() if not hasattr(im, "has_pose") or im.has_pose}
-
-
 def check_registered(rec, names: list, min_fraction: float, where: Path) -> list:
     """The names `rec` failed to register; a UserError naming them when fewer than
     `min_fraction` of `names` are registered."""
-    done = registered_names(rec)
+    done = {im.name for im in colmap.registered_images(rec)}
     failed = [n for n in names if n not in done]
     if len(names) - len(failed) < min_fraction * len(names):
         shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
@@ -90,8 +85,7 @@ def poses_bounds(rec) -> np.ndarray:
     """`[N, 17]` LLFF poses_bounds (images sorted by name): each camera-to-world as
     [down, right, back | centre | height, width, focal] and the 0.1/99.9 percentile depths of
     the 3D points it sees, as LLFF's imgs2poses computes them."""
-    images = sorted((im for im in rec.images.values() if im.name in registered_names(rec)),
-                    key=lambda im: im.name)
+    images = colmap.registered_images(rec)
     w2c = np.stack([colmap.cam_from_world(im) for im in images])
     gl = colmap.opencv_w2c_to_opengl_c2w(w2c)
     llff = np.concatenate([-gl[:, :, 1:2], gl[:, :, 0:1], gl[:, :, 2:4]], axis=-1)
@@ -117,12 +111,6 @@ def poses_bounds(rec) -> np.ndarray:
 
 def looks_forward(rec) -> bool:
     """Whether the cameras all look one way (a forward-facing capture) rather than around."""
-    w2c = np.stack([colmap.cam_from_world(im) for im in rec.images.values()
-                    if im.name in registered_names(rec)])
+    w2c = np.stack([colmap.cam_from_world(im) for im in colmap.registered_images(rec)])
     forward = w2c[:, 2, :3]  # each camera's optical axis in world coordinates (row 3 of R)
     return bool(np.linalg.norm(forward.mean(axis=0)) > 0.9)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
