@@ -14,6 +14,9 @@ flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
 flags.DEFINE_string("checkpoint_dir", None,
                     "A trained run's directory; its saved config.gin is used (no --gin_configs).")
+flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "jaxnerf360", "xla"),
+                    "JAX's persistent compilation cache: a second run of the same config loads "
+                    "its compiled steps from here instead of compiling them ('' turns it off).")
 flags.DEFINE_string("compressed", None,
                     "A compressed scene file (python -m jaxnerf360.compress) to use instead of a "
                     "run's checkpoint; outputs go beside it (the path without its extension).")
@@ -42,6 +45,7 @@ def run(main, commands: tuple = ()) -> None:
         if not commands and len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.get_absl_handler().addFilter(_QuietLibraries())
+        enable_compilation_cache(flags.FLAGS.compilation_cache)
         try:
             if flags.FLAGS.distributed:
                 import jax
@@ -62,6 +66,17 @@ def run(main, commands: tuple = ()) -> None:
             sys.exit(2)
 
     app.run(wrapped)
+
+
+def enable_compilation_cache(path: str, min_compile_seconds: float = 1.0) -> None:
+    """Keeps every compilation that took at least `min_compile_seconds` in `path` (JAX's
+    persistent cache), so later processes load it; nothing for an empty path."""
+    if not path:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
 
 
 _OPERATIONS = {FileNotFoundError: "find", PermissionError: "access", IsADirectoryError:

@@ -39,19 +39,27 @@ class Model(nn.Module):
     field: Callable = MLPField
     head: Callable | None = None  # an image-space head (heads.py); None: per-pixel colours
     opaque_background: bool = False
+    # TensoRF's rayMarch_weight_thres: with a sample buffer and a field that computes its
+    # channels apart from its density, the channels are computed only where the compositing
+    # weight exceeds this (0: everywhere), gathered into a second buffer.
+    appearance_weight_threshold: float = 0.0
 
     @nn.compact
     def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False,
                  sampler_state=None, capacity: int | None = None, spectral_control: bool = True,
-                 apply_head: bool = True):
+                 apply_head: bool = True, appearance_capacity: int | None = None):
         """Renders `rays` ([...] leading shape) on background `bg_rgbs [..., 3]`.
 
         `sampler_state` is the sampler's state (an occupancy grid); when the sampler masks its
         samples, the field runs only on the counted ones, gathered into a buffer of static
-        size `capacity` (None: every sample). Returns a dict: every channel of the field
-        composited (`rgb [..., 3]` on the background, any others `[..., C]`), `acc [...]`,
-        `sdist`/`weights` of the final level, `prop_levels` (for the interlevel loss),
-        `overflow` (counted samples that did not fit the buffer) and, with compute_extras,
+        size `capacity` (None: every sample); with `appearance_capacity` as well, the channels
+        other than density are computed only for the buffered samples whose weight exceeds
+        `appearance_weight_threshold`, at most that many (the rest get zero channels).
+        Returns a dict: every channel of the field composited (`rgb [..., 3]` on the
+        background, any others `[..., C]`), `acc [...]`, `sdist`/`weights` of the final level,
+        `prop_levels` (for the interlevel loss), `overflow` (counted samples that did not fit
+        the buffer), `appearance_overflow` (those over the threshold that did not fit the
+        second buffer) and, with compute_extras,
         `distance_mean` and `distance_median` `[...]`. With a head (and `apply_head`), rays
         are `[B, H, W]` patches and `rgb` is the head's output.
         """
@@ -64,10 +72,17 @@ class Model(nn.Module):
         # rendering (no rng) sees the finished field.
         progress = None if rng is None else {"train_frac": train_frac, "spectral":
                                              spectral_control, "rng": jax.random.fold_in(rng, 7)}
+        app_overflow = jnp.zeros((), jnp.int32)
         if samples.mask is None:
             means, covs = rays_to_gaussians(rays, samples.tdist, sampler.ray_shape, context.warp)
             out = field(means, covs, rays.viewdirs, progress=progress)
             overflow = jnp.zeros((), jnp.int32)
+        elif (self.culls_appearance() and appearance_capacity is not None
+              and capacity is not None and capacity < samples.mask.size):
+            out, overflow, app_overflow = _weighted_field(
+                field, rays, samples.tdist, samples.mask, (capacity, appearance_capacity),
+                sampler.ray_shape, context.warp, progress,
+                (self.appearance_weight_threshold, self.opaque_background))
         else:
             out, overflow = _masked_field(field, rays, samples.tdist, samples.mask, capacity,
                                           sampler.ray_shape, context.warp, progress)
@@ -88,8 +103,13 @@ class Model(nn.Module):
                 k = head.upsample()
                 encoder(jnp.zeros((1, k, k, 3)))
         rendered.update(sdist=samples.sdist, weights=weights, prop_levels=samples.levels,
-                        overflow=overflow)
+                        overflow=overflow, appearance_overflow=app_overflow)
         return rendered
+
+    @nn.nowrap
+    def culls_appearance(self) -> bool:
+        """Whether buffered samples get their channels only where their weight shows."""
+        return self.appearance_weight_threshold > 0 and self.field().separable_appearance
 
     # --- host-side questions about the parts (valid on an unbound Model; `nowrap` keeps
     # Flax from binding the parts they construct to the model) ---
@@ -140,6 +160,25 @@ class Model(nn.Module):
         context = self.sampling_context(params.get(FIELD), sampler_state)
         return self.sampler().apply({"params": params.get(SAMPLER, {})}, None, rays, 1.0,
                                     context).mask
+
+    @nn.nowrap
+    def shown_samples(self, params, rays, sampler_state, capacity: int | None):
+        """(counted samples of `rays` whose weight exceeds the appearance threshold, all
+        samples) when rendered deterministically: the field's density only, on a buffer of
+        `capacity` counted samples (None: all of them)."""
+        context = self.sampling_context(params.get(FIELD), sampler_state)
+        sampler, field = self.sampler(), self.field()
+        samples = sampler.apply({"params": params.get(SAMPLER, {})}, None, rays, 1.0, context)
+        mask = samples.mask
+        idx, valid, _, _, means, covs = _buffered(rays, samples.tdist, mask,
+                                                  capacity or mask.size, sampler.ray_shape,
+                                                  context.warp)
+        density = field.apply({"params": params[FIELD]}, means, covs, None)["density"][:, 0]
+        density = scatter(density, idx, valid, mask.size).reshape(mask.shape)
+        weights = render.compute_alpha_weights(density, samples.tdist, rays.directions,
+                                               opaque_background=self.opaque_background)[0]
+        shown = mask & (weights > self.appearance_weight_threshold)
+        return jnp.sum(shown), jnp.asarray(mask.size)
 
     @nn.nowrap
     def density(self, params, points):
@@ -197,17 +236,55 @@ def _masked_field(field, rays, tdist, mask, capacity, ray_shape, warp, progress=
         out = field(means, covs, rays.viewdirs, progress=progress)
         out = {**out, "density": jnp.where(mask, out["density"], 0.0)}
         return out, jnp.zeros((), jnp.int32)
-    n = shape[-1]
+    idx, valid, overflow, one, means, covs = _buffered(rays, tdist, mask, capacity, ray_shape,
+                                                        warp)
+    sub = field(means, covs, one.viewdirs, progress=progress)  # each [capacity, 1, ...]
+    out = {name: scatter(value[:, 0], idx, valid, total).reshape(shape + value.shape[2:])
+           for name, value in sub.items()}
+    return out, overflow
+
+
+def _buffered(rays, tdist, mask, capacity, ray_shape, warp):
+    """The counted intervals of `tdist [..., n+1]` gathered into a buffer of `capacity`:
+    `(idx, valid, overflow, rays, means, covs)`, each buffered ray `[capacity, ...]` and its
+    Gaussian `[capacity, 1, ...]`."""
+    n = mask.shape[-1]
     idx, valid, overflow = compact(mask.reshape(-1), capacity)
     ray, k = idx // n, idx % n
     flat_t = tdist.reshape(-1, n + 1)
     ends = jnp.stack([flat_t[ray, k], flat_t[ray, k + 1]], -1)  # [capacity, 2]
     one = jax.tree.map(lambda x: jnp.reshape(x, (-1, x.shape[-1]))[ray], rays)
     means, covs = rays_to_gaussians(one, ends, ray_shape, warp)
-    sub = field(means, covs, one.viewdirs, progress=progress)  # each [capacity, 1, ...]
-    out = {name: scatter(value[:, 0], idx, valid, total).reshape(shape + value.shape[2:])
-           for name, value in sub.items()}
-    return out, overflow
+    return idx, valid, overflow, one, means, covs
+
+
+def _weighted_field(field, rays, tdist, mask, capacities, ray_shape, warp, progress,
+                    weighting):
+    """`_masked_field` with the channels computed only where they show (TensoRF).
+
+    The density runs on the buffer of `capacities[0]` counted samples; the compositing
+    weights follow, and the channels other than density run only on the buffered samples
+    whose weight exceeds `weighting[0]`, gathered into a second buffer of `capacities[1]`.
+    A sample below the threshold adds less than that to any channel. Returns
+    `(out, overflow, appearance_overflow)`.
+    """
+    threshold, opaque = weighting
+    shape, total = mask.shape, mask.size
+    idx, valid, overflow, one, means, covs = _buffered(rays, tdist, mask, capacities[0],
+                                                        ray_shape, warp)
+    density = field(means, covs, None, progress=progress)["density"][:, 0]
+    density = scatter(density, idx, valid, total).reshape(shape)
+    weights = render.compute_alpha_weights(jax.lax.stop_gradient(density), tdist,
+                                           rays.directions, opaque_background=opaque)[0]
+    shows = valid & (weights.reshape(-1)[idx] > threshold)
+    sub, sub_valid, app_overflow = compact(shows, capacities[1])
+    pick = jax.tree.map(lambda x: x[sub], one)
+    covs = None if covs is None else covs[sub]
+    channels = field(means[sub], covs, pick.viewdirs, progress=progress, with_density=False)
+    out = {name: scatter(value[:, 0], idx[sub], sub_valid, total).reshape(
+        shape + value.shape[2:]) for name, value in channels.items()}
+    out["density"] = density
+    return out, overflow, app_overflow
 
 
 def background_colors(kind: str, shape, rng=None):

@@ -20,7 +20,7 @@ from jaxnerf360.data.cameras import View
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import background_colors
 
-_PER_SAMPLE = ("sdist", "weights", "prop_levels", "overflow")  # not images
+_PER_SAMPLE = ("sdist", "weights", "prop_levels", "overflow", "appearance_overflow")
 
 
 def split_rays(rays, chunk: int, multiple: int = 1) -> tuple:
@@ -68,6 +68,13 @@ def counted_samples(model, state, rays):
     return jax.numpy.sum(mask), jax.numpy.asarray(mask.size)
 
 
+def shown_samples(model, state, rays, capacity=None):
+    """(samples whose compositing weight exceeds the model's appearance threshold, all
+    samples) of `rays` under the state's sampler state (density on a buffer of `capacity`)."""
+    return model.shown_samples(Cameras.split(state.params)[0], rays, state.sampler_state,
+                               capacity)
+
+
 class Renderer:
     """Deterministic rendering of rays and whole images (bounded memory), on the mesh."""
 
@@ -79,25 +86,34 @@ class Renderer:
         repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
         bg_kind = "black" if background == "black" else "white"
 
-        def render(state, rays, capacity):
+        def render(state, rays, capacities):
             bg = background_colors(bg_kind, rays.origins.shape[:-1])
             out = model.apply({"params": Cameras.split(state.params)[0]}, None, rays, 1.0, bg,
                               compute_extras=True, sampler_state=state.sampler_state,
-                              capacity=capacity, apply_head=False)
+                              capacity=capacities[0], appearance_capacity=capacities[1],
+                              apply_head=False)
             return {k: v for k, v in out.items() if k not in _PER_SAMPLE}
 
         self._render = jax.jit(render, in_shardings=(repl, data), out_shardings=data,
                                static_argnums=(2,))
         self._count = jax.jit(lambda state, rays: counted_samples(model, state, rays),
                               in_shardings=(repl, data), out_shardings=repl)
+        self._shown = jax.jit(lambda state, rays, capacity: shown_samples(model, state, rays,
+                                                                          capacity),
+                              in_shardings=(repl, data), out_shardings=repl, static_argnums=(2,))
         self._head = jax.jit(lambda state, images: model.apply_head(
             Cameras.split(state.params)[0], images))
 
-    def _capacity(self, state, parts) -> int | None:
+    def _capacity(self, state, parts) -> tuple:
+        """(sample buffer, appearance buffer) sizes for the fullest of `parts`; None: all."""
         if not self.buffered:
-            return None
+            return None, None
         counts = [jax.device_get(self._count(state, part)) for part, _ in parts]
-        return round_capacity(max(int(c[0]) for c in counts), int(counts[0][1]))
+        capacity = round_capacity(max(int(c[0]) for c in counts), int(counts[0][1]))
+        if capacity is None or not self.model.culls_appearance():
+            return capacity, None
+        shown = [jax.device_get(self._shown(state, part, capacity)) for part, _ in parts]
+        return capacity, round_capacity(max(int(c[0]) for c in shown), int(shown[0][1]))
 
     def rays(self, state, rays) -> dict:
         """Per-ray outputs (numpy, the rays' leading shape) of rays of any leading shape:

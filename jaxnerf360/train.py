@@ -52,6 +52,14 @@ def _summary_writer(config):
     return SummaryWriter(os.path.join(config.checkpoint_dir, "tensorboard"))
 
 
+def _describe_overflow(stats) -> str:
+    """'  overflow N' (and the appearance buffer's) for the log, '' when nothing overflowed."""
+    text = f"  overflow {int(stats['overflow'])}" if stats["overflow"] else ""
+    if stats.get("appearance_overflow"):
+        text += f"  appearance overflow {int(stats['appearance_overflow'])}"
+    return text
+
+
 def train(config: configs.Config):
     """Trains (or resumes) the run that `config` describes; returns the final state."""
     mesh = parallel.make_mesh()
@@ -97,10 +105,11 @@ def train(config: configs.Config):
                     "step %d/%d  loss %.4f  psnr %.2f  rays/s %.0f  lr %.2e  eta %s%s%s%s",
                     step, config.max_steps, stats["loss"], stats["psnr"], rays_per_sec,
                     stats["lr"], _format_eta(eta),
-                    f"  overflow {int(stats['overflow'])}" if stats["overflow"] else "",
+                    _describe_overflow(stats),
                     run.cameras.describe(stats), f"  {phase}" if phase else "")
-                if stats["overflow"]:
-                    run.grow_buffer(int(stats["overflow"]))
+                if stats["overflow"] or stats.get("appearance_overflow"):
+                    run.grow_buffer(int(stats["overflow"]),
+                                    int(stats.get("appearance_overflow", 0)))
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
                 if writer is not None:

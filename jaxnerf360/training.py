@@ -24,7 +24,7 @@ from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import FIELD, HEAD, Model
 from jaxnerf360.parts import NETWORK
-from jaxnerf360.rendering import counted_samples, map_rays
+from jaxnerf360.rendering import counted_samples, map_rays, shown_samples
 from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
 from jaxnerf360.train_step import (
     batch_dict,
@@ -65,6 +65,8 @@ class Training:
         self.spectral_end = spectral_end_step(config, self.field, self.supervision)
         self.events = events.for_run(self)
         self.capacity = None
+        self.appearance_capacity = None  # the buffer of samples whose channels are computed
+        self._grow = None  # (samples, shown) the buffers must hold from the next step
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
         self.coarse_rays = None  # the plan's independent coarse rays beside the patches
@@ -143,16 +145,23 @@ class Training:
             if step in event.steps:
                 self.state = event.apply(self, self.state)
                 recompile |= event.recompile
-        if recompile:
+        if recompile:  # the events changed what the buffers hold: sized afresh
             self.step = self._current_step()
+        elif self._grow:
+            self.step = self._current_step(*self._grow)
+        self._grow = None
 
-    def grow_buffer(self, overflow: int) -> None:
-        """The step re-sized after a step dropped `overflow` counted samples.
+    def grow_buffer(self, overflow: int, appearance_overflow: int = 0) -> None:
+        """The step re-sized after a step dropped `overflow` counted samples (and
+        `appearance_overflow` shown ones from the appearance buffer).
 
-        Called at print steps. Batches vary, and rays cast from cameras being optimised
-        cross more of the scene as the poses settle, so probe batches can under-count.
+        Called at print steps; the step is re-made before the next one, unless an event
+        due then re-sizes the buffers anyway. Batches vary, and rays cast from
+        cameras being optimised cross more of the scene as the poses settle, so probe batches
+        can under-count.
         """
-        self.step = self._current_step(at_least=(self.capacity or 0) + overflow)
+        self._grow = ((self.capacity or 0) + overflow,
+                      (self.appearance_capacity or 0) + appearance_overflow)
 
     def filter_rays(self, state) -> None:
         """TensoRF's ray filter: from now on draw only training rays with a counted sample."""
@@ -182,18 +191,19 @@ class Training:
             return ""
         return self.plan.describe(self.plan.phase_at(step, self.config.max_steps))
 
-    def _build_step(self, capacity, spectral, phase):
+    def _build_step(self, capacity, spectral, phase, appearance=None):
         supervision = self.supervision if spectral else self.supervision.disabled()
         phase = None if phase is None else next(p for p in self.plan.phases() if p.name == phase)
         loss_fn = make_loss_fn(self.model, self.cameras, supervision, self.objective,
-                               self.config, self.groups, capacity, phase=phase)
+                               self.config, self.groups, capacity, phase=phase,
+                               appearance_capacity=appearance)
         network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
                                optim.group_schedule(network, self.config))
 
     def phase_step(self, name: str):
         """The compiled train step of the head's phase `name` (for benchmarks)."""
-        return self._steps.get(capacity=self.capacity,
+        return self._steps.get(capacity=self.capacity, appearance=self.appearance_capacity,
                                spectral=self._spectral(int(self.state.step)), phase=name)
 
     def _views_for(self, phase):
@@ -210,9 +220,9 @@ class Training:
         views = self.views if self.views is not None else self.cameras.views(self.scene)
         return views.replace(phase_data=data)
 
-    def _current_step(self, at_least: int = 0):
+    def _current_step(self, at_least: int = 0, at_least_shown: int = 0):
         """The compiled step for the state's step: spectral control, training phase and
-        sample buffer."""
+        sample buffers."""
         step = int(self.state.step)
         spectral, phase = self._spectral(step), self.phase_name(step)
         if not self.model.sampler().uses_sample_buffer():
@@ -224,8 +234,23 @@ class Training:
         batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
         self.capacity = events.estimate_capacity(lambda rays: count(self.state, rays), batches,
                                                  at_least)
-        logging.info("occupied-sample buffer: %s", self.capacity or "all samples")
-        return self._steps.get(capacity=self.capacity, spectral=spectral, phase=phase)
+        self.appearance_capacity = None
+        if self.capacity is not None and self.model.culls_appearance():
+            self.appearance_capacity = self.capacity
+            updates = self.model.sampler().state_update_steps()
+            # Until the sampler's first update the field is fresh and its weights grow
+            # within steps: a buffer sized from them now would overflow at once.
+            if not updates or step >= min(updates):
+                shown = jax.jit(lambda st, rays: shown_samples(self.model, st, rays,
+                                                               self.capacity))
+                self.appearance_capacity = events.estimate_capacity(
+                    lambda rays: shown(self.state, rays), batches,
+                    at_least_shown) or self.capacity
+        logging.info("occupied-sample buffer: %s%s", self.capacity or "all samples",
+                     f", of which shown: {self.appearance_capacity}"
+                     if self.appearance_capacity else "")
+        return self._steps.get(capacity=self.capacity, appearance=self.appearance_capacity,
+                               spectral=spectral, phase=phase)
 
     def _probe_rays(self, batch):
         # With poses being optimised the train step casts rays from the corrected cameras,

@@ -8,6 +8,9 @@ Speed of trained runs side by side, as ratios to the first (one process, one mac
 Each run is timed from its latest checkpoint with its own config.gin, so an occupancy
 sampler is timed with its trained grid (empty space culled), as in real training.
 
+JAX's persistent compilation cache is on (--compilation_cache, as for train): pass
+--compilation_cache='' for timings that include every compilation (a cold start).
+
 Quality: train with the config for its Config.max_steps on lego at factor 8 (100x100, from
 ../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
     python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
@@ -24,7 +27,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import configs, parallel, training
+from jaxnerf360 import cli, configs, parallel, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import scene_view
 from jaxnerf360.parts import parameter_count
@@ -154,6 +157,27 @@ def autoencoder_ceiling(config):
                           for d, t in zip(decoded, truth, strict=True)]))
 
 
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+class CompileTimer:
+    """Seconds spent tracing and compiling (or loading from the persistent cache) since made,
+    and the number of compilations that took at least one second."""
+
+    def __init__(self):
+        self.seconds, self.long = 0.0, 0
+        self.active = True
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event, duration, **kwargs):
+        del kwargs
+        if self.active and event in _COMPILE_EVENTS:
+            self.seconds += duration
+            self.long += event == _COMPILE_EVENTS[-1] and duration >= 1.0
+
+
 def quality(config) -> dict:
     """Trains for Config.max_steps in a temporary directory and evaluates every test view."""
     from jaxnerf360 import eval as eval_lib
@@ -163,12 +187,15 @@ def quality(config) -> dict:
         config.checkpoint_dir = FLAGS.keep_run or os.path.join(tmp, "run")
         if not FLAGS.lpips:
             config.lpips_net = "none"
+        timer = CompileTimer()
         t0 = time.perf_counter()
         train_lib.train(config)
         train_seconds = time.perf_counter() - t0
+        timer.active = False
         metrics = eval_lib.evaluate(config)
         ceiling = autoencoder_ceiling(config)
     out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
+           "train_compile_seconds": timer.seconds, "train_compilations_over_1s": timer.long,
            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
            "num_test_views": metrics["num_images"]}
     if metrics.get("lpips") is not None:
@@ -191,6 +218,7 @@ def main(argv):
             with open(FLAGS.out, "w", encoding="utf-8") as f:
                 f.write(json.dumps(result, indent=2, default=float))
         return 0
+    cli.enable_compilation_cache(FLAGS.compilation_cache)
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()
     if not config.data_dir:

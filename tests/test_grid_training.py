@@ -119,6 +119,40 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     assert int(packed["overflow"]) == 0 and int(short["overflow"]) == 10
 
 
+def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
+    """With `appearance_weight_threshold`, colours are computed only for buffered samples
+    whose weight exceeds it: each ray's colour then falls short of the full render by at
+    most the culled weights (colours lie in [0, 1]), and by more than nothing somewhere;
+    a second buffer too small for the shown samples reports exactly how many it dropped."""
+    run, scene, _ = _partly_occupied(synthetic_dir, 2)
+    state = run.state
+    params = jax.tree.map(lambda x: x, state.params)
+    for m in range(3):  # denser than at initialisation, so weights spread over decades
+        params["field"][f"density_plane_{m}"] = 4.0 * params["field"][f"density_plane_{m}"]
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    used, total = (int(v) for v in rendering.counted_samples(run.model, state, rays))
+    black = jnp.zeros((128, 3))
+
+    def render(model, shown=None):
+        return model.apply({"params": params}, None, rays, 1.0, black,
+                           sampler_state=state.sampler_state, capacity=used,
+                           appearance_capacity=shown)
+
+    full = render(run.model)
+    weights = np.asarray(full["weights"])
+    threshold = float(np.quantile(weights[weights > 0], 0.5))
+    culling = run.model.clone(appearance_weight_threshold=threshold)
+    shown = int(np.sum(weights > threshold))
+    culled = render(culling, used)
+    short = np.asarray(full["rgb"]) - np.asarray(culled["rgb"])
+    below = np.sum(np.where(weights <= threshold, weights, 0.0), -1)
+    assert np.all(short >= -1e-6) and np.all(short <= below[:, None] + 1e-6)
+    assert short.max() > 1e-4 * below.max() > 0
+    np.testing.assert_allclose(culled["acc"], full["acc"], atol=1e-6)
+    assert int(culled["appearance_overflow"]) == 0 and 0 < shown < used
+    assert int(render(culling, shown - 7)["appearance_overflow"]) == 7
+
+
 def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
     run, _, _ = _partly_occupied(synthetic_dir, 4)
@@ -126,6 +160,8 @@ def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     first = run.capacity
     assert first is not None
     run.grow_buffer(overflow=1)
+    assert run.capacity == first  # re-sized before the next step
+    run.before_step()
     assert run.capacity > first
 
 

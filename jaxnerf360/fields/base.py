@@ -6,7 +6,9 @@ Gaussians in field space (the sampler has already contracted or warped them): `m
 None for density only). It returns a dict with `density [..., n]` (non-negative) and any named
 channels `[..., n, C]` (`rgb` in [0, 1], later `features` or `latent`); the model composites
 every channel. `progress` ({'train_frac', 'spectral', 'rng'} during training, else None)
-drives training-time schedules.
+drives training-time schedules. A field that declares `separable_appearance` also takes
+`with_density=False`, returning its channels without density, so that the model can compute
+them only where they show.
 
 Besides, a field declares, through the methods of `Field` below, what the other stages need
 to know about it: how its parameters group for the optimiser, the loss terms it regularises
@@ -28,6 +30,8 @@ class Field(Part):
         "file_bindings")
     # Whether gradients reach the sample positions, so that camera poses can be learned.
     supports_pose_optimization = False
+    # Whether `with_density=False` computes the channels alone (for TensoRF's weight culling).
+    separable_appearance = False
 
     @nn.nowrap
     def channels(self) -> dict:
