@@ -46,9 +46,7 @@ class SamplerUpdate(Event):
 
     def apply(self, run, state):
         sampler = run.model.sampler()
-        model_params = run.model_params(state)
-        density = jax.jit(lambda points: run.model.density(model_params, points))
-        new = sampler.update_state(state.sampler_state, density,
+        new = sampler.update_state(state.sampler_state, run.density_fn(state),
                                    run.field.grid_resolution(run.field_params(state)),
                                    run.model.scene_kind)
         log_change(f"{sampler.state_name()} rebuilt", int(state.step),

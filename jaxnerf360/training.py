@@ -16,13 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import checkpoints, compressed, events, objective, optim, parallel, schedules
+from jaxnerf360 import (
+    checkpoints,
+    compressed,
+    events,
+    objective,
+    optim,
+    parallel,
+    run_checks,
+    schedules,
+)
 from jaxnerf360.cameras import POSE, Cameras
 from jaxnerf360.data.batching import CoarseRayBatcher, PatchBatcher, RayBatcher
 from jaxnerf360.data.cameras import image_rays
 from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
-from jaxnerf360.model import FIELD, HEAD, Model
+from jaxnerf360.model import FIELD, Model
 from jaxnerf360.parts import NETWORK
 from jaxnerf360.rendering import counted_samples, map_rays, shown_samples
 from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
@@ -57,9 +66,9 @@ class Training:
         self.objective = objective.build(config, [
             *self.field.regularizers(),
             *(self.plan.terms(config, self.model) if self.plan else [])])
-        check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
-        self.patch_size = _check_patches(config, self.model, self.objective,
-                                         self.supervision, self.field)
+        run_checks.check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
+        self.patch_size = run_checks.check_patches(config, self.model, self.objective,
+                                                   self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
         self.state = parallel.replicate(state, mesh)
         self.spectral_end = spectral_end_step(config, self.field, self.supervision)
@@ -72,6 +81,12 @@ class Training:
         self.coarse_rays = None  # the plan's independent coarse rays beside the patches
         self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
+        # Compiled once per run (they retrace for new shapes only), not at every event.
+        self._count = jax.jit(lambda st, rays: counted_samples(self.model, st, rays))
+        self._shown = jax.jit(lambda st, rays, capacity: shown_samples(self.model, st, rays,
+                                                                       capacity),
+                              static_argnums=(2,))
+        self._density = jax.jit(lambda params, points: self.model.density(params, points))
         self.step = self._steps.get(capacity=None, spectral=self._spectral(0),
                                     phase=self.phase_name(0))
 
@@ -81,6 +96,11 @@ class Training:
     def model_params(state) -> dict:
         """The model's own parameters of a state (without the camera corrections)."""
         return Cameras.split(state.params)[0]
+
+    def density_fn(self, state):
+        """The field's density `[P]` at field-space points `[P, 3]` under `state` (jitted)."""
+        model_params = self.model_params(state)
+        return lambda points: self._density(model_params, points)
 
     def field_params(self, state) -> dict:
         """The field's parameters of a state."""
@@ -230,10 +250,9 @@ class Training:
         probe = self.make_batcher(self.config.seed + _PROBE_SEED)
         if self.kept is not None:
             probe.keep_only(self.kept)
-        count = jax.jit(lambda st, rays: counted_samples(self.model, st, rays))
         batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
-        self.capacity = events.estimate_capacity(lambda rays: count(self.state, rays), batches,
-                                                 at_least)
+        self.capacity = events.estimate_capacity(lambda rays: self._count(self.state, rays),
+                                                 batches, at_least)
         self.appearance_capacity = None
         if self.capacity is not None and self.model.culls_appearance():
             self.appearance_capacity = self.capacity
@@ -241,10 +260,8 @@ class Training:
             # Until the sampler's first update the field is fresh and its weights grow
             # within steps: a buffer sized from them now would overflow at once.
             if not updates or step >= min(updates):
-                shown = jax.jit(lambda st, rays: shown_samples(self.model, st, rays,
-                                                               self.capacity))
                 self.appearance_capacity = events.estimate_capacity(
-                    lambda rays: shown(self.state, rays), batches,
+                    lambda rays: self._shown(self.state, rays, self.capacity), batches,
                     at_least_shown) or self.capacity
         logging.info("occupied-sample buffer: %s%s", self.capacity or "all samples",
                      f", of which shown: {self.appearance_capacity}"
@@ -266,7 +283,7 @@ class Training:
 def assemble(config, scene_kind: str, cameras) -> tuple:
     """(model, parameter groups, optimiser) of a run: the groups its owners declare."""
     model = Model(scene_kind=scene_kind)
-    check_pose_support(cameras, model.parts())
+    run_checks.check_pose_support(cameras, model.parts())
     groups = model.param_groups()
     if cameras.optimize_poses:
         groups[POSE] = cameras.param_group()
@@ -352,67 +369,3 @@ def spectral_end_step(config, field, supervision) -> int | None:
     if end == 0 or math.isinf(end):
         return None
     return schedules.fraction_step(end, config.max_steps)
-
-
-def check_pose_support(cameras, parts: dict) -> None:
-    """Pose optimisation needs a field and sampler that pass gradients to the rays."""
-    if not cameras.optimize_poses:
-        return
-    for key, part in parts.items():
-        if key != HEAD and not part.supports_pose_optimization:
-            raise UserError(f"Cameras.optimize_poses needs a field and sampler whose samples "
-                            f"follow the rays with gradients; {type(part).__name__} does not "
-                            "declare supports_pose_optimization (use MLPField or TensoRFField "
-                            "with ProposalSampler or OccupancySampler)")
-
-
-def _check_patches(config, model, objective, supervision, field) -> int:
-    """Config.patch_size, checked against the head and the loss terms: 0 means independent
-    pixels."""
-    size = config.patch_size
-    if model.head is not None and size <= 0:
-        raise UserError("Model.head renders image patches; set Config.patch_size to the "
-                        "output patch side (e.g. 32)")
-    if objective.patch_terms and size <= 0:
-        raise UserError(f"the loss term {objective.patch_terms[0]!r} compares image patches; "
-                        "set Config.patch_size to the patch side (e.g. 16)")
-    if model.head is not None:
-        check_head_channels(model.parts()[HEAD], field)
-    wider = model.head_geometry()[0] or objective.margin
-    if size and wider and config.background == "random":
-        raise UserError("Config.background = 'random' draws a background per ray, which the "
-                        "ground-truth margin of a head or the alignment loss does not have; "
-                        "use 'white' or 'black'")
-    if size and wider and (supervision.needs_images or supervision.needs_edges):
-        raise UserError("spectral control's image blur and edge weights work on independent "
-                        "pixels, not on patches with a margin (a head or the alignment loss); "
-                        "turn them off (ImageBlur.schedule = (), EdgeWeights.until = 0)")
-    k = model.head_geometry()[1]
-    if size and size % k:
-        raise UserError(f"Config.patch_size={size} must be a multiple of the head's "
-                        f"upsampling factor {k} (output pixels per latent pixel)")
-    if size and config.batch_size % (size * size):
-        raise UserError(f"Config.batch_size={config.batch_size} must be a multiple of "
-                        f"Config.patch_size^2={size * size} (whole patches per step)")
-    return size
-
-
-def check_output_size(scene, factor: int, where) -> None:
-    """The training images split into whole k x k blocks for a head that upsamples by k."""
-    if factor > 1 and (scene.width % factor or scene.height % factor):
-        w, h = scene.width - scene.width % factor, scene.height - scene.height % factor
-        raise UserError(f"the {scene.width}x{scene.height} images of {where} are not divisible "
-                        f"by the head's upsampling factor {factor}; crop them to {w}x{h} or "
-                        f"pad them to {w + factor * (w < scene.width)}x"
-                        f"{h + factor * (h < scene.height)} (or change Config.factor)")
-
-
-def check_head_channels(head, field) -> None:
-    """The head reads channels the field composites, at the widths it expects."""
-    made = field.channels()
-    for name, width in head.input_channels().items():
-        if made.get(name, 0) != width:
-            raise UserError(f"{type(head).__name__} reads the field's {name!r} channel of "
-                            f"width {width}, but {type(field).__name__} produces "
-                            f"{made.get(name, 0)}; set the field's feature_dim to {width} "
-                            f"(e.g. {type(field).__name__}.feature_dim = {width})")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxnerf360 import cameras as cameras_lib
-from jaxnerf360 import parallel, poses, training
+from jaxnerf360 import parallel, poses, run_checks, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data import views as views_lib
 from jaxnerf360.data.batching import RayBatcher
@@ -157,7 +157,7 @@ def test_start_up_checks_for_pose_optimisation(synthetic_dir):
     _config(synthetic_dir)
     model = Model(scene_kind="bounded").clone(field=Frozen)
     with pytest.raises(UserError, match="supports_pose_optimization"):
-        training.check_pose_support(cameras_lib.Cameras(optimize_poses=True), model.parts())
+        run_checks.check_pose_support(cameras_lib.Cameras(optimize_poses=True), model.parts())
     with pytest.raises(UserError, match="Cameras.optimize_poses"):
         _config(synthetic_dir, "Config.optimize_poses = True")  # moved: names the new binding
 
