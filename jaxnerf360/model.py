@@ -170,13 +170,10 @@ class Model(nn.Module):
         sampler, field = self.sampler(), self.field()
         samples = sampler.apply({"params": params.get(SAMPLER, {})}, None, rays, 1.0, context)
         mask = samples.mask
-        idx, valid, _, _, means, covs = _buffered(rays, samples.tdist, mask,
-                                                  capacity or mask.size, sampler.ray_shape,
-                                                  context.warp)
-        density = field.apply({"params": params[FIELD]}, means, covs, None)["density"][:, 0]
-        density = scatter(density, idx, valid, mask.size).reshape(mask.shape)
-        weights = render.compute_alpha_weights(density, samples.tdist, rays.directions,
-                                               opaque_background=self.opaque_background)[0]
+        _, _, weights = _buffered_weights(
+            lambda means, covs: field.apply({"params": params[FIELD]}, means, covs, None),
+            rays, samples.tdist, mask, capacity or mask.size, sampler.ray_shape, context.warp,
+            self.opaque_background)
         shown = mask & (weights > self.appearance_weight_threshold)
         return jnp.sum(shown), jnp.asarray(mask.size)
 
@@ -258,6 +255,19 @@ def _buffered(rays, tdist, mask, capacity, ray_shape, warp):
     return idx, valid, overflow, one, means, covs
 
 
+def _buffered_weights(density_fn, rays, tdist, mask, capacity, ray_shape, warp, opaque):
+    """`(buffer, density, weights)`: the counted samples buffered (`_buffered`'s tuple), the
+    density `density_fn(means, covs)['density']` on them scattered back to `[..., n]`, and the
+    compositing weights `[..., n]` it gives (no gradient: they only select samples)."""
+    buffer = _buffered(rays, tdist, mask, capacity, ray_shape, warp)
+    idx, valid, _, _, means, covs = buffer
+    density = scatter(density_fn(means, covs)["density"][:, 0], idx, valid,
+                      mask.size).reshape(mask.shape)
+    weights = render.compute_alpha_weights(jax.lax.stop_gradient(density), tdist,
+                                           rays.directions, opaque_background=opaque)[0]
+    return buffer, density, weights
+
+
 def _weighted_field(field, rays, tdist, mask, capacities, ray_shape, warp, progress,
                     weighting):
     """`_masked_field` with the channels computed only where they show (TensoRF).
@@ -270,12 +280,10 @@ def _weighted_field(field, rays, tdist, mask, capacities, ray_shape, warp, progr
     """
     threshold, opaque = weighting
     shape, total = mask.shape, mask.size
-    idx, valid, overflow, one, means, covs = _buffered(rays, tdist, mask, capacities[0],
-                                                        ray_shape, warp)
-    density = field(means, covs, None, progress=progress)["density"][:, 0]
-    density = scatter(density, idx, valid, total).reshape(shape)
-    weights = render.compute_alpha_weights(jax.lax.stop_gradient(density), tdist,
-                                           rays.directions, opaque_background=opaque)[0]
+    buffer, density, weights = _buffered_weights(
+        lambda means, covs: field(means, covs, None, progress=progress), rays, tdist, mask,
+        capacities[0], ray_shape, warp, opaque)
+    idx, valid, overflow, one, means, covs = buffer
     shows = valid & (weights.reshape(-1)[idx] > threshold)
     sub, sub_valid, app_overflow = compact(shows, capacities[1])
     pick = jax.tree.map(lambda x: x[sub], one)
