@@ -70,12 +70,19 @@ def run(main, commands: tuple = ()) -> None:
 
 def enable_compilation_cache(path: str, min_compile_seconds: float = 1.0) -> None:
     """Keeps every compilation that took at least `min_compile_seconds` in `path` (JAX's
-    persistent cache), so later processes load it; nothing for an empty path."""
+    persistent cache), so later processes load it; nothing for an empty path, and one warning
+    line for a folder that cannot be made."""
     if not path:
+        return
+    path = os.path.expanduser(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:  # not worth stopping a run for: it only compiles as before
+        logging.warning("compilation cache off: %s", describe_os_error(e))
         return
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
 
 

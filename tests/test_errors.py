@@ -81,3 +81,20 @@ def test_bad_tensorf_settings_fail_at_start_up(tmp_path, binding, needle):
     line = fails_cleanly("Model.field=@TensoRFField", binding,
                          f"Config.checkpoint_dir='{tmp_path}/run'")
     assert needle in line
+
+
+def test_a_compilation_cache_that_cannot_be_made_is_one_warning(tmp_path, caplog):
+    """A cache folder that cannot be created turns the cache off with one warning line that
+    names it; nothing is raised and JAX's cache setting stays as it was."""
+    import jax
+
+    from jaxnerf360 import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    with caplog.at_level("WARNING"):
+        cli.enable_compilation_cache(str(blocker / "cache"))
+    lines = [r.getMessage() for r in caplog.records if "compilation cache off" in r.getMessage()]
+    assert len(lines) == 1 and str(blocker / "cache") in lines[0] and "\n" not in lines[0]
+    assert jax.config.jax_compilation_cache_dir == before
