@@ -21,7 +21,7 @@ DATA_NAME = "data.json"  # what the run trains on: image count and size, to chec
 
 # Bindings that may change between a run and its resumption without changing the model.
 _RESUMABLE = re.compile(
-    r"^Config\.(max_steps|checkpoint_every|checkpoint_keep|print_every|summary_render_every|"
+    r"^Config\.(mesh_shape|max_steps|checkpoint_every|checkpoint_keep|print_every|summary_render_every|"
     r"render_\w+|eval_max_images|lpips_net|data_dir|checkpoint_dir)\s*="
 )
 

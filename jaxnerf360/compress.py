@@ -29,7 +29,8 @@ def compress(config, out_path: str, network_dtype: str = "float16") -> dict:
                       config.transforms_scene)
     # A run that learned its poses holds one correction per training view.
     views = load_split(config, "train").num_images if Cameras().optimize_poses else 0
-    model, state = restore_trained(config, kind, parallel.make_mesh(), views)
+    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
+    model, state = restore_trained(config, kind, mesh, views)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     summary = compressed.write(out_path, model, state, gin.config_str(), network_dtype)
     report(summary)

@@ -43,6 +43,9 @@ class Config:
     far: float | None = None
     # --- optimisation ---
     batch_size: int = 16384  # rays per step over all devices and hosts
+    # (data, model) device mesh: the batch splits over data, the parameters a field declares
+    # shardable (TensoRF's planes) over model; None is (all devices, 1)
+    mesh_shape: tuple | None = None
     max_steps: int = 250000
     lr_init: float = 2e-3
     lr_final: float = 2e-5

@@ -45,7 +45,7 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
     true pose mapped into the optimised frame, refined photometrically first when
     Cameras.test_pose_steps > 0.
     """
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
     scene = load_split(config, "test")
     cameras = Cameras()
     train = load_split(config, "train") if cameras.optimize_poses and not compressed_path \

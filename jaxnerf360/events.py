@@ -14,7 +14,6 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import parallel
 from jaxnerf360.rendering import round_capacity
 from jaxnerf360.train_step import resized
 
@@ -76,7 +75,7 @@ class GridResize(Event):
     def apply(self, run, state):
         resolution = self.resolutions[int(state.step)]
         log_change("grid upsampled", int(state.step), f"resolution {resolution}")
-        return parallel.replicate(resized(state, run.field, resolution), run.mesh)
+        return run.placed(resized(state, run.field, resolution))
 
 
 class PhaseStart(Event):

@@ -181,7 +181,7 @@ def main(argv):
         raise UserError(f"--out={out}: write a {'.ply' if what == 'pointcloud' else '.ply or .obj'}"
                         " file")
     box_min, box_max = (_floats(name, getattr(FLAGS, name)) for name in ("box_min", "box_max"))
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
     scene = load_split(config, "train")
     if scene.kind not in (BOUNDED, UNBOUNDED):
         _check_kind(scene, what)

@@ -1,15 +1,64 @@
-"""Data parallelism: one mesh axis over every device of every process."""
+"""Parallelism: a 2-D mesh of every device of every process, with a `data` axis that splits
+the batch and a `model` axis that splits the parameters the parts declare shardable.
+
+`Config.mesh_shape = (data, model)`; `(devices, 1)` by default (pure data parallelism). The
+batch is sharded over `data` (each process loads only the slices its devices hold), and a
+parameter leaf that a part shards (`Part.partition_leaf`, e.g. TensoRF's planes along their
+widest axis) is split over `model`; every other leaf is replicated. The optimiser moments of
+a parameter follow its sharding, so a grid larger than one device's memory trains on many.
+"""
+
+import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from absl import logging
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxnerf360.errors import UserError
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over all devices (all hosts) along the data axis."""
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(shape=None, fallback: bool = False) -> Mesh:
+    """A (data, model) mesh over all devices of all processes; `shape` None is all-data.
+
+    With `fallback` (rendering a run trained elsewhere), a shape made for another device
+    count gives the all-data mesh, with a log line, instead of an error.
+    """
+    n = jax.device_count()
+    if fallback and shape is not None and _product(shape) != n:
+        logging.info("Config.mesh_shape=%s is for %s devices; using (%d, 1) on these %d",
+                     shape, _product(shape), n, n)
+        shape = None
+    shape = (n, 1) if shape is None else shape
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1 or math.prod(shape) != n:
+        raise UserError(f"Config.mesh_shape={shape or None} must be two positive sizes (data, "
+                        f"model) whose product is the {n} devices, e.g. ({n}, 1)")
+    return jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), (AxisType.Auto, AxisType.Auto),
+                         devices=jax.devices())
+
+
+def _product(shape):
+    try:
+        return math.prod(int(s) for s in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def data_size(mesh: Mesh) -> int:
+    """The number of slices a batch is split into (the data axis's size)."""
+    return int(mesh.shape[DATA_AXIS])
+
+
+def model_size(mesh: Mesh) -> int:
+    """The number of slices a sharded parameter is split into (the model axis's size)."""
+    return int(mesh.shape[MODEL_AXIS])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -18,8 +67,31 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
-    """Sharding that splits the leading (ray) axis over the devices."""
+    """Sharding that splits the leading (ray) axis over the data axis."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def process_data_slice(mesh: Mesh, process: int | None = None) -> tuple:
+    """(index, count): this process loads slice `index` of `count` equal slices of a batch.
+
+    The rows of the data axis that the process's devices lie on must form one block, as
+    large as every other process's; processes on the same rows (a model axis across
+    processes) load the same slice.
+    """
+    process = jax.process_index() if process is None else process
+    rows = {}
+    for (row, _), device in np.ndenumerate(mesh.devices):
+        rows.setdefault(device.process_index, set()).add(row)
+    mine = sorted(rows[process])
+    size = len(mine)
+    blocks = {tuple(sorted(r)) for r in rows.values()}
+    contiguous = all(len(b) == size and b[-1] - b[0] == size - 1 and b[0] % size == 0
+                     for b in blocks)
+    if not contiguous:
+        raise UserError(f"Config.mesh_shape={tuple(mesh.devices.shape)} puts a process's "
+                        "devices on scattered rows of the data axis; use a model axis that "
+                        "divides each process's devices, or spans whole processes")
+    return mine[0] // size, data_size(mesh) // size
 
 
 def to_global(tree, mesh: Mesh):
@@ -32,3 +104,36 @@ def to_global(tree, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """Places a host pytree on every device."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def state_shardings(state, mesh: Mesh, parts: dict):
+    """The sharding of every leaf of a train state: what its owner part declares for it
+    (`Part.partition_leaf`), found by the part's key in the leaf's path, so that optimiser
+    moments follow their parameters; replicated for everything else."""
+    size = model_size(mesh)
+
+    def sharding(path, leaf):
+        keys = [getattr(k, "key", None) for k in path]
+        owner = next((k for k in keys if isinstance(k, str) and k in parts), None)
+        if owner is None or size == 1 or not hasattr(leaf, "shape"):
+            return replicated(mesh)
+        inner = tuple(keys[keys.index(owner) + 1:])
+        spec = parts[owner].partition_leaf(inner, tuple(leaf.shape), size)
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    return jax.tree_util.tree_map_with_path(sharding, state)
+
+
+def place(tree, shardings):
+    """`tree` on the devices as `shardings` (a matching tree) says."""
+    return jax.device_put(tree, shardings)
+
+
+def widest_axis_spec(shape: tuple, axes: tuple, size: int) -> tuple:
+    """A PartitionSpec (as a tuple) that splits the widest of `axes` of `shape` evenly over
+    the model axis of `size`; () (replicated) when none divides."""
+    fits = [a for a in axes if shape[a] % size == 0 and shape[a] >= size]
+    if not fits:
+        return ()
+    widest = max(fits, key=lambda a: shape[a])
+    return tuple(MODEL_AXIS if a == widest else None for a in range(len(shape)))

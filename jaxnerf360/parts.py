@@ -37,7 +37,7 @@ class ParamGroup:
 class Part(nn.Module):
     """Base of samplers, fields and heads: the defaults are those of a plain network."""
 
-    _DECLARATIONS = ("param_labels", "param_groups")
+    _DECLARATIONS = ("param_labels", "param_groups", "partition_leaf")
 
     def __init_subclass__(cls, **kwargs):
         for name in cls._DECLARATIONS:
@@ -54,6 +54,13 @@ class Part(nn.Module):
     def param_groups(self) -> dict:
         """{label: ParamGroup} of the labels `param_labels` uses besides NETWORK."""
         return {}
+
+    @nn.nowrap
+    def partition_leaf(self, path: tuple, shape: tuple, model_size: int) -> tuple:
+        """How the leaf at `path` (keys inside this part's params; optimiser moments too) of
+        `shape` splits over a model axis of `model_size` devices: a PartitionSpec as a tuple
+        of axis names or None per dimension; () keeps it whole on every device."""
+        return ()
 
 
 def parameter_count(params) -> int:

@@ -34,7 +34,7 @@ def render_path(config, n_frames=None, compressed_path: str | None = None,
     Also writes `render/metrics.json`: the path's reprojective colour consistency (RCC).
     """
     n_frames = n_frames or config.render_frames
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
     scene = load_split(config, "train")
     cameras = Cameras(scene, seed=config.seed)
     learned = cameras.optimize_poses and not compressed_path

@@ -80,7 +80,7 @@ class Renderer:
 
     def __init__(self, model, mesh, background: str, chunk: int):
         self.model, self.chunk = model, int(chunk)
-        self.devices = int(mesh.devices.size)
+        self.devices = parallel.data_size(mesh)  # rays split over the data axis
         self.buffered = model.sampler().uses_sample_buffer()
         self.radius, self.upsample = model.head_geometry()
         repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
@@ -94,13 +94,14 @@ class Renderer:
                               apply_head=False)
             return {k: v for k, v in out.items() if k not in _PER_SAMPLE}
 
-        self._render = jax.jit(render, in_shardings=(repl, data), out_shardings=data,
+        # The state keeps its own layout (parameters may be sharded over the model axis).
+        self._render = jax.jit(render, in_shardings=(None, data), out_shardings=data,
                                static_argnums=(2,))
         self._count = jax.jit(lambda state, rays: counted_samples(model, state, rays),
-                              in_shardings=(repl, data), out_shardings=repl)
+                              in_shardings=(None, data), out_shardings=repl)
         self._shown = jax.jit(lambda state, rays, capacity: shown_samples(model, state, rays,
                                                                           capacity),
-                              in_shardings=(repl, data), out_shardings=repl, static_argnums=(2,))
+                              in_shardings=(None, data), out_shardings=repl, static_argnums=(2,))
         self._head = jax.jit(lambda state, images: model.apply_head(
             Cameras.split(state.params)[0], images))
 

@@ -62,8 +62,8 @@ def _describe_overflow(stats) -> str:
 
 def train(config: configs.Config):
     """Trains (or resumes) the run that `config` describes; returns the final state."""
-    mesh = parallel.make_mesh()
-    check_batch_divisible(config.batch_size, jax.device_count())
+    mesh = parallel.make_mesh(config.mesh_shape)
+    check_batch_divisible(config.batch_size, parallel.data_size(mesh))
     previous_data = checkpoints.saved_data_dir(config.checkpoint_dir)
     checkpoints.check_and_save_config(config.checkpoint_dir, write=jax.process_index() == 0)
 

@@ -173,11 +173,14 @@ class TrainStep:
         return TrainStep(self._jitted, self._mesh, views)
 
 
-def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None) -> TrainStep:
+def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None,
+                    shardings=None) -> TrainStep:
     """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
 
     `views` (device data: cameras, images, edge maps) is replicated and passed to every call;
-    `lr_schedule` (step -> lr) is logged as `lr`.
+    `lr_schedule` (step -> lr) is logged as `lr`. `shardings(state)` (the state's sharding
+    tree, from its shapes) pins the new state's layout, so that sharded parameters and their
+    moments stay sharded whatever the grid resolution; None keeps everything replicated.
     """
     def train_step(state, batch, key, views):
         rng = jax.random.fold_in(key, state.step)
@@ -187,9 +190,12 @@ def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None) -> TrainSte
         params = optax.apply_updates(state.params, updates)
         if lr_schedule is not None:
             stats["lr"] = lr_schedule(state.step)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), stats
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        layout = shardings(new) if shardings else parallel.replicated(mesh)
+        return jax.lax.with_sharding_constraint(new, layout), stats
 
-    repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    step = jax.jit(train_step, in_shardings=(repl, data, repl, repl),
-                   out_shardings=(repl, repl), donate_argnums=(0,))
+    # The state keeps the layout it comes in (see `shardings`); the batch is split over data.
+    step = jax.jit(train_step, in_shardings=(None, parallel.data_sharded(mesh),
+                                             parallel.replicated(mesh), None),
+                   out_shardings=(None, parallel.replicated(mesh)), donate_argnums=(0,))
     return TrainStep(step, mesh, views)

@@ -70,7 +70,7 @@ class Training:
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
-        self.state = parallel.replicate(state, mesh)
+        self.state = self.placed(state)
         self.spectral_end = spectral_end_step(config, self.field, self.supervision)
         self.events = events.for_run(self)
         self.capacity = None
@@ -97,6 +97,14 @@ class Training:
         """The model's own parameters of a state (without the camera corrections)."""
         return Cameras.split(state.params)[0]
 
+    def shardings(self, state):
+        """The sharding tree of `state` on the run's mesh (what the parts declare)."""
+        return parallel.state_shardings(state, self.mesh, self.model.parts())
+
+    def placed(self, state):
+        """`state` laid out on the mesh as `shardings` says."""
+        return parallel.place(state, self.shardings(state))
+
     def density_fn(self, state):
         """The field's density `[P]` at field-space points `[P, 3]` under `state` (jitted)."""
         model_params = self.model_params(state)
@@ -111,7 +119,8 @@ class Training:
     def restore(self, mgr) -> bool:
         """Restores the latest checkpoint into `state` (its grids at the resolution of its
         step); False when there is none."""
-        restored = restore_at(mgr, self.state, self.field, self.config.checkpoint_dir)
+        restored = restore_at(mgr, self.state, self.field, self.config.checkpoint_dir,
+                              self.placed)
         if restored is None:
             return False
         self.state = restored
@@ -137,13 +146,13 @@ class Training:
     def start(self) -> None:
         """The batcher from the state's step, and what the events decided before it."""
         step = int(self.state.step)
-        self.batcher = self.make_batcher(self.config.seed, step, jax.process_index(),
-                                         jax.process_count())
+        index, count = parallel.process_data_slice(self.mesh)
+        self.batcher = self.make_batcher(self.config.seed, step, index, count)
         if self.plan is not None and self.plan.ray_batch():
             self.coarse_rays = CoarseRayBatcher(
                 self.scene, self.plan.ray_batch(), self.model.head_geometry()[1],
-                seed=self.config.seed + _COARSE_SEED, process_index=jax.process_index(),
-                process_count=jax.process_count(), start_step=step)
+                seed=self.config.seed + _COARSE_SEED, process_index=index,
+                process_count=count, start_step=step)
         for event in self.events:
             event.replay(self, self.state)
         self.step = self._current_step()
@@ -219,7 +228,7 @@ class Training:
                                appearance_capacity=appearance)
         network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
-                               optim.group_schedule(network, self.config))
+                               optim.group_schedule(network, self.config), self.shardings)
 
     def phase_step(self, name: str):
         """The compiled train step of the head's phase `name` (for benchmarks)."""
@@ -298,13 +307,18 @@ def assemble(config, scene_kind: str, cameras) -> tuple:
     return model, groups, optim.make_optimizer(config, groups, labels)
 
 
-def restore_at(mgr, state, field, checkpoint_dir: str):
+def restore_at(mgr, state, field, checkpoint_dir: str, place=None):
     """The newest intact checkpoint restored into `state`'s structure, the field's grids first
-    resized to the resolution of its step; None when there is none."""
+    resized to the resolution of its step; None when there is none.
+
+    `place(state)` lays a resized state out on the mesh; orbax restores each leaf with the
+    target's sharding, whatever the mesh it was saved from.
+    """
     def state_at(step):
         resolution = field.resolution_at(step)
         if resolution is not None and resolution != field.grid_resolution():
-            return resized(state, field, resolution)
+            target = resized(state, field, resolution)
+            return target if place is None else place(target)
         return state
 
     return checkpoints.restore_newest_intact(mgr, state_at, checkpoint_dir)
@@ -322,9 +336,12 @@ def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tupl
         from jaxnerf360 import poses
 
         camera_params = poses.init_params(num_cameras, cameras.optimize_focal)
-    state = parallel.replicate(init_state(model, tx, config.seed, camera_params), mesh)
+    def place(state):
+        return parallel.place(state, parallel.state_shardings(state, mesh, model.parts()))
+
+    state = place(init_state(model, tx, config.seed, camera_params))
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
-    restored = restore_at(mgr, state, model.parts()[FIELD], config.checkpoint_dir)
+    restored = restore_at(mgr, state, model.parts()[FIELD], config.checkpoint_dir, place)
     if restored is None:
         raise UserError(f"{config.checkpoint_dir}: no checkpoint found; train first with "
                         "python -m jaxnerf360.train")

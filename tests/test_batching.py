@@ -134,7 +134,8 @@ def test_bad_batch_sizes():
     with pytest.raises(UserError) as err:
         check_batch_divisible(1000, 3)
     assert str(err.value) == (
-        "Config.batch_size=1000 is not divisible by the 3 devices; use a multiple of 3"
+        "Config.batch_size=1000 is not divisible by the 3 devices of the mesh's data axis; "
+        "use a multiple of 3"
     )
     check_batch_divisible(1024, 8)
 

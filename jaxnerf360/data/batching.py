@@ -15,13 +15,14 @@ from jaxnerf360.errors import UserError
 
 
 def check_batch_divisible(global_batch_size: int, num_devices: int) -> None:
-    """Raises UserError unless the global batch splits evenly over `num_devices`."""
+    """Raises UserError unless the global batch splits evenly over the `num_devices` slices
+    of the mesh's data axis."""
     if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
         raise UserError(f"Config.batch_size={global_batch_size!r} must be a positive integer")
     if global_batch_size % num_devices != 0:
         raise UserError(
             f"Config.batch_size={global_batch_size} is not divisible by the {num_devices} "
-            f"devices; use a multiple of {num_devices}"
+            f"devices of the mesh's data axis; use a multiple of {num_devices}"
         )
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from jaxnerf360 import schedules
+from jaxnerf360 import parallel, schedules
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import spectral, vm, wavelet
 from jaxnerf360.fields.base import Field
@@ -218,6 +218,13 @@ class TensoRFField(Field):
         if len(path) != 1:
             return value
         return self.resize_factor(str(path[0]), value, resolution, moment)
+
+    def partition_leaf(self, path: tuple, shape: tuple, model_size: int) -> tuple:
+        """Planes (and their masks) split along their widest spatial axis; lines and
+        networks whole (small, and read by every sample)."""
+        if len(path) != 1 or _plane_mode(str(path[0])) is None or len(shape) < 2:
+            return ()
+        return parallel.widest_axis_spec(shape, (len(shape) - 2, len(shape) - 1), model_size)
 
     def spectral_end(self) -> float:
         """When both 3D filter schedules have reached zero."""
