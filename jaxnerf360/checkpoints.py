@@ -228,9 +228,7 @@ def check_and_save_config(checkpoint_dir: str, write: bool = True) -> None:
                 f"{diff[0] if diff else 'binding order'}); use a new Config.checkpoint_dir"
             )
     if write:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(current)
+        _write_whole(path, current)
 
 
 def read_run_config(checkpoint_dir: str) -> str:
@@ -289,7 +287,15 @@ def check_data(checkpoint_dir: str, data_dir: str, previous_dir: str | None, sce
         logging.warning("Config.data_dir changed from %s to %s since the run started: %s",
                         previous_dir, data_dir, match)
     if write and not os.path.exists(path):
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(summary, f)
+        _write_whole(path, json.dumps(summary))
+
+
+def _write_whole(path: str, text: str) -> None:
+    """Writes `text` to `path` so that a reader (another process of the job) sees the old file
+    or the new one, never a part."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(partial, path)
 

@@ -11,7 +11,16 @@ from jaxnerf360 import configs  # defines --gin_configs and --gin_bindings
 from jaxnerf360.errors import UserError
 
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
+                  "Join the other processes of a multi-host job first (jax.distributed). "
+                  "On TPU pods and SLURM the job's environment says where the coordinator "
+                  "is; elsewhere give the three flags below (or JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0's coordinator (with --distributed).")
+flags.DEFINE_integer("num_processes", None, "Processes in the job (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 to N-1 (with --distributed).")
+flags.DEFINE_integer("distributed_timeout", 300,
+                     "Seconds to wait for every process to join, and for a silent process "
+                     "before the others stop (with --distributed).")
 flags.DEFINE_string("checkpoint_dir", None,
                     "A trained run's directory; its saved config.gin is used (no --gin_configs).")
 flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "jaxnerf360", "xla"),
@@ -48,9 +57,7 @@ def run(main, commands: tuple = ()) -> None:
         enable_compilation_cache(flags.FLAGS.compilation_cache)
         try:
             if flags.FLAGS.distributed:
-                import jax
-
-                jax.distributed.initialize()
+                initialize_distributed()
             return main(argv)
         except UserError as e:
             logging.flush()
@@ -66,6 +73,52 @@ def run(main, commands: tuple = ()) -> None:
             sys.exit(2)
 
     app.run(wrapped)
+
+
+def initialize_distributed() -> None:
+    """Joins the job's processes (jax.distributed), or one clear line when the coordinator
+    cannot be reached in time. Only process 0 logs below warnings."""
+    import jax
+
+    FLAGS = flags.FLAGS
+    timeout = FLAGS.distributed_timeout
+    address = FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address and FLAGS.process_id:  # JAX aborts the process when it cannot connect
+        wait_for_coordinator(address, timeout)
+    try:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id, initialization_timeout=timeout,
+                                   heartbeat_timeout_seconds=timeout)
+    except (RuntimeError, ValueError) as e:  # XlaRuntimeError is a RuntimeError
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"--distributed: could not join the job's coordinator at "
+                        f"{address or 'the address the environment gives'} within {timeout} s "
+                        f"({first}); start every process, and check --coordinator_address, "
+                        "--num_processes and --process_id") from None
+    if jax.process_index() != 0:
+        logging.set_verbosity(logging.WARNING)
+
+
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Returns once something listens at `address` (host:port); one clear line after
+    `timeout` seconds of nothing."""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--coordinator_address={address!r} must be host:port")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"--distributed: nothing answers at {address} after {timeout} s; "
+                                "start process 0 (the coordinator) too, or check "
+                                "--coordinator_address") from None
+            time.sleep(0.5)
 
 
 def enable_compilation_cache(path: str, min_compile_seconds: float = 1.0) -> None:

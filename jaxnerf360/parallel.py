@@ -94,6 +94,14 @@ def process_data_slice(mesh: Mesh, process: int | None = None) -> tuple:
     return mine[0] // size, data_size(mesh) // size
 
 
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier `name` (nothing with one process)."""
+    if jax.process_count() > 1:
+        import orbax.checkpoint as ocp
+
+        ocp.multihost.sync_global_processes(name)
+
+
 def to_global(tree, mesh: Mesh):
     """Assembles each process's local slice of a batch into globally sharded arrays."""
     sharding = data_sharded(mesh)

@@ -17,12 +17,18 @@ from jaxnerf360.rendering import Renderer
 
 
 class _StopFlag:
-    """Turns SIGTERM and the first Ctrl-C into a request to checkpoint and exit."""
+    """Turns SIGTERM and the first Ctrl-C into a request to checkpoint and exit.
+
+    With several processes every one must save the same step: SIGTERM is left to JAX's
+    preemption service, which tells every process the step at which to stop
+    (`reached_preemption_sync_point`), and a Ctrl-C is passed on to it as a SIGTERM.
+    """
 
     def __init__(self):
         self.requested = False
+        self.shared = jax.process_count() > 1
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGINT,) if self.shared else (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
@@ -31,6 +37,16 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         logging.warning("signal %d: saving a checkpoint, then exiting", signum)
+        if self.shared:  # JAX's preemption service listens for SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop_at(self, step: int) -> bool:
+        """Whether to save and stop after `step` (called at every step)."""
+        if self.shared:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def restore(self):
         for sig, handler in self._previous.items():
@@ -123,13 +139,14 @@ def train(config: configs.Config):
                 _summarise_test_view(writer, renderer, run.state, test_scene, step)
             if step % config.checkpoint_every == 0:
                 checkpoints.save(mgr, step, run.state)
-            if stop.requested:
+            if stop.stop_at(step):
                 logging.info("stopping at step %d", step)
                 break
     except FloatingPointError:
         raise  # a diverged state is not worth saving over the last good checkpoint
     except BaseException:
-        if int(run.state.step) > start:
+        # With several processes a save needs them all, and the others may be gone.
+        if int(run.state.step) > start and not stop.shared:
             logging.warning("saving a checkpoint at step %d before exiting", int(run.state.step))
             checkpoints.save(mgr, int(run.state.step), run.state)
         raise

@@ -96,7 +96,7 @@ def test_deterministic_with_seed():
     assert not np.array_equal(next(batcher).rgb, next(batcher).rgb)
 
 
-def test_processes_draw_different_slices():
+def test_processes_draw_their_slices_of_one_global_batch():
     scene = make_scene()
     batches = [
         next(RayBatcher(scene, 64, seed=0, process_index=p, process_count=4)) for p in range(4)
@@ -105,6 +105,11 @@ def test_processes_draw_different_slices():
         assert b.rgb.shape == (16, 3)
     for p in range(1, 4):
         assert not np.array_equal(batches[0].rgb, batches[p].rgb)
+    # Together they are the batch of one process: any process count trains on the same data.
+    whole = next(RayBatcher(scene, 64, seed=0))
+    np.testing.assert_array_equal(np.concatenate([b.rgb for b in batches]), whole.rgb)
+    np.testing.assert_array_equal(np.concatenate([b.rays.origins for b in batches]),
+                                  whole.rays.origins)
 
 
 def test_uniform_coverage():
@@ -221,7 +226,7 @@ def test_coarse_rays_go_through_block_centres_with_the_blocks_mean_colour():
         for name in ("origins", "directions", "radii"):
             np.testing.assert_allclose(getattr(out["rays"], name)[i], getattr(want, name)[0, 0],
                                        atol=1e-5, err_msg=name)
-    # Batch k depends on (seed, process, k) only: a resumed batcher draws the same batch.
+    # Batch k depends on (seed, k) only: a resumed batcher draws the same batch.
     next_one = batcher.next()["index"]
     np.testing.assert_array_equal(
         CoarseRayBatcher(scene, 64, stride=2, seed=3, start_step=1).next()["index"], next_one)
@@ -239,6 +244,7 @@ def test_patches_resume_exactly_and_split_over_processes():
               for p in range(2)]
     assert halves[0].rgb.shape[0] == 2
     assert not np.array_equal(halves[0].rgb, halves[1].rgb)
+    np.testing.assert_array_equal(np.concatenate([h.rgb for h in halves]), batches[0].rgb)
 
 
 def test_patches_keep_only_those_centred_on_kept_pixels():

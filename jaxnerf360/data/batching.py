@@ -27,7 +27,8 @@ def check_batch_divisible(global_batch_size: int, num_devices: int) -> None:
 
 
 class _Batcher:
-    """An infinite iterator of random batches, batch k drawn from the seed (seed, process, k)."""
+    """An infinite iterator of random batches: global batch k is drawn from the seed (seed, 0,
+    k), whatever the number of processes, and each process keeps its own slice of it."""
 
     def __init__(self, scene: Scene, count: int, what: str, seed: int, process_index: int,
                  process_count: int, start_step: int):
@@ -43,14 +44,21 @@ class _Batcher:
         if scene.num_images == 0:
             raise UserError("the training split has no images; check the data directory")
         self.scene = scene
-        self.local_count = count // process_count
-        self._seed = (seed, process_index)
+        self.count, self.local_count = count, count // process_count
+        # The seed of the single-process runs before processes drew their own slices.
+        self._seed = (seed, 0)
+        self._part = slice(process_index * self.local_count,
+                           (process_index + 1) * self.local_count)
         self.step = start_step
 
     def _next_rng(self) -> np.random.Generator:
         rng = np.random.default_rng([*self._seed, self.step])
         self.step += 1
         return rng
+
+    def _local(self, *arrays):
+        """This process's slice of each of `arrays` (drawn for the global batch)."""
+        return tuple(a[self._part] for a in arrays)
 
     def __iter__(self):
         """The batcher is its own (infinite) iterator."""
@@ -68,10 +76,10 @@ class _Batcher:
 class RayBatcher(_Batcher):
     """Iterator of `Batch`es of `global_batch_size // process_count` random rays.
 
-    Pixels are drawn with replacement, uniformly over all pixels of all images. Batch k is
-    drawn by a numpy Generator seeded with `(seed, process_index, k)`: each process draws
-    its own slice of the global batch, and a run resumed at step k (`start_step=k`) sees
-    exactly the batches an uninterrupted run would have seen.
+    Pixels are drawn with replacement, uniformly over all pixels of all images. Global batch
+    k is drawn by a numpy Generator seeded with `(seed, 0, k)` and each process keeps its own
+    slice of it: any number of processes trains on the same batches, and a run resumed at
+    step k (`start_step=k`) sees exactly the batches an uninterrupted run would have seen.
     """
 
     def __init__(
@@ -108,9 +116,10 @@ class RayBatcher(_Batcher):
         """The next random batch and its alpha `[local_batch, 1]` (None without alphas)."""
         rng = self._next_rng()
         if self._kept is None:
-            flat = rng.integers(0, self._num_pixels, size=self.local_batch_size)
+            flat = rng.integers(0, self._num_pixels, size=self.count)
         else:
-            flat = self._kept[rng.integers(0, self._kept.size, size=self.local_batch_size)]
+            flat = self._kept[rng.integers(0, self._kept.size, size=self.count)]
+        flat, = self._local(flat)
         pixels_per_image = self.scene.height * self.scene.width
         indices, pixel = np.divmod(flat, pixels_per_image)
         rows, cols = np.divmod(pixel, self.scene.width)
@@ -177,7 +186,7 @@ class PatchBatcher(_Batcher):
     def next_with_alpha(self):
         """The next batch of patches and its alpha `[B, P s + 2m, P s + 2m, 1]` (or None)."""
         rng = self._next_rng()
-        scene, n = self.scene, self.local_count
+        scene, n = self.scene, self.count
         if self._corners is None:
             img = rng.integers(0, scene.num_images, n)
             top = rng.integers(0, scene.height - self.extent + 1, n)
@@ -190,6 +199,7 @@ class PatchBatcher(_Batcher):
             img = np.where(by_detail, d_img, img)
             top = np.where(by_detail, d_top, top)
             left = np.where(by_detail, d_left, left)
+        img, top, left = self._local(img, top, left)
         s, m = self.stride, self.margin
         steps = s * np.arange(self.size) + 0.5 * s  # ray centres within the patch
         rows = (top[:, None] + m + steps)[:, :, None] * np.ones((1, 1, self.size))
@@ -224,7 +234,7 @@ def _coarse_ndc(ndc, stride: int):
 
 class CoarseRayBatcher(_Batcher):
     """Iterator of `global_count // process_count` independent random rays on a grid `stride`
-    (k) times coarser than the images, drawn from the seed `(seed, process, k)` like the others.
+    (k) times coarser than the images, each process's slice of a global draw like the others.
 
     Each ray goes through the centre of a k x k pixel block with k times the pixel's footprint
     (as `PatchBatcher` with stride k casts them) and comes with the block's mean colour and its
@@ -244,10 +254,9 @@ class CoarseRayBatcher(_Batcher):
     def next(self) -> dict:
         """{'rays': Rays [n], 'rgb': [n, 3] block means, 'index': [n, 3] (image, row, col)}."""
         rng = self._next_rng()
-        n, k, scene = self.local_count, self.stride, self.scene
-        img = rng.integers(0, scene.num_images, n)
-        row = rng.integers(0, self.rows, n)
-        col = rng.integers(0, self.cols, n)
+        n, k, scene = self.count, self.stride, self.scene
+        img, row, col = self._local(rng.integers(0, scene.num_images, n),
+                                    rng.integers(0, self.rows, n), rng.integers(0, self.cols, n))
         distortion = None if scene.distortion is None else scene.distortion[img]
         rays = pixels_to_rays(col + 0.5, row + 0.5, scene.camtoworlds[img],
                               scene.intrinsics[img] / np.float32(k), distortion, scene.near,

@@ -15,9 +15,11 @@ import math
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 from PIL import Image
 
+from jaxnerf360 import parallel
 from jaxnerf360.data import blender
 from jaxnerf360.data.scene import Scene
 from jaxnerf360.errors import UserError
@@ -301,12 +303,14 @@ def load(data_dir: os.PathLike, split: str, **opts) -> Scene:
     (it would otherwise write into, say, the user's own capture and train on the wrong scene).
     """
     data_dir = Path(data_dir)
-    if data_dir.is_dir() and any(data_dir.iterdir()) and not is_generated(data_dir):
-        raise UserError(f"{data_dir}: holds files the synthetic loader did not write; it looks "
-                        f"like {_looks_like(data_dir)}. The synthetic loader generates its scene "
-                        "only into a new or empty folder")
-    if not (data_dir / "transforms_train.json").is_file():
-        generate(data_dir)
+    if jax.process_index() == 0:  # one writer; the other processes read once it has written
+        if data_dir.is_dir() and any(data_dir.iterdir()) and not is_generated(data_dir):
+            raise UserError(f"{data_dir}: holds files the synthetic loader did not write; it "
+                            f"looks like {_looks_like(data_dir)}. The synthetic loader "
+                            "generates its scene only into a new or empty folder")
+        if not (data_dir / "transforms_train.json").is_file():
+            generate(data_dir)
+    parallel.barrier(f"synthetic scene {split}")
     return blender.load(data_dir, split, **opts)
 
 
