@@ -140,7 +140,7 @@ def train(config: configs.Config):
             if step % config.checkpoint_every == 0:
                 checkpoints.save(mgr, step, run.state)
             if stop.stop_at(step):
-                logging.info("stopping at step %d", step)
+                logging.warning("stopping at step %d", step)
                 break
     except FloatingPointError:
         raise  # a diverged state is not worth saving over the last good checkpoint

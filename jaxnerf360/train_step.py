@@ -50,10 +50,18 @@ def init_state(model, tx: optax.GradientTransformation, seed: int,
     """
     radius, _ = model.head_geometry()
     shape = (4,) if model.head is None else (1, 2 * radius + 1, 2 * radius + 1)
-    params = model.init(jax.random.PRNGKey(seed), jax.random.PRNGKey(1), dummy_rays(shape), 0.0,
-                        jnp.ones(shape + (3,)))["params"]
-    params = Cameras.join(params, camera_params)
-    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+
+    # One compiled program (kept in the persistent cache) rather than hundreds of eager ops,
+    # each compiled on its own: seconds at every start.
+    @jax.jit
+    def fresh(camera_params):
+        params = model.init(jax.random.PRNGKey(seed), jax.random.PRNGKey(1), dummy_rays(shape),
+                            0.0, jnp.ones(shape + (3,)))["params"]
+        params = Cameras.join(params, camera_params)
+        return params, tx.init(params)
+
+    params, opt_state = fresh(camera_params)
+    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=opt_state,
                       sampler_state=model.sampler().init_state(model.scene_kind))
 
 
