@@ -38,6 +38,9 @@ setup(
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",
             "ruff>=0.6",
+            "nbclient>=0.10,<0.12",  # runs notebooks/colab_quickstart.ipynb
+            "nbformat>=5.10,<6",
+            "ipykernel>=6.29,<8",
         ],
     },
 )

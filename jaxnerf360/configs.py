@@ -46,6 +46,9 @@ class Config:
     # (data, model) device mesh: the batch splits over data, the parameters a field declares
     # shardable (TensoRF's planes) over model; None is (all devices, 1)
     mesh_shape: tuple | None = None
+    # float32 | bfloat16: the networks' matrix products and convolutions (jaxnerf360/
+    # precision.py); parameters, accumulations and volume rendering stay float32
+    compute_dtype: str = "float32"
     max_steps: int = 250000
     lr_init: float = 2e-3
     lr_final: float = 2e-5
@@ -239,6 +242,9 @@ def validate(config: Config, check_dirs: bool = True) -> None:
         raise UserError(
             f"Config.background={config.background!r} is unknown; use 'white', 'black' or 'random'"
         )
+    if config.compute_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"Config.compute_dtype={config.compute_dtype!r} is unknown; use "
+                        "'float32' or 'bfloat16'")
     if config.data_loss_type not in ("charbonnier", "mse"):
         raise UserError(f"Config.data_loss_type={config.data_loss_type!r} is unknown; "
                         "use 'charbonnier' or 'mse'")

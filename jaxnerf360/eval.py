@@ -45,7 +45,10 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
     true pose mapped into the optimised frame, refined photometrically first when
     Cameras.test_pose_steps > 0.
     """
-    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
+    # With several processes each renders its share of the views on its own devices.
+    split = jax.process_count() > 1
+    mesh = parallel.local_mesh() if split else parallel.make_mesh(config.mesh_shape,
+                                                                  fallback=True)
     scene = load_split(config, "test")
     cameras = Cameras()
     train = load_split(config, "train") if cameras.optimize_poses and not compressed_path \
@@ -64,29 +67,32 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
     os.makedirs(out_dir, exist_ok=True)
     count = scene.num_images if config.eval_max_images is None else min(
         scene.num_images, config.eval_max_images)
-    per_image = []
-    for i in range(count):
+    table = np.full((count, len(_METRICS)), np.nan)  # this process's rows, then everyone's
+    for i in parallel.share(count):
         view = scene_view(scene, i)
         if test_poses is not None:
             view = dataclasses.replace(view, camtoworld=test_poses[i])
         out = renderer.image(state, view)
         gt = scene.images[i]
         result = metrics.evaluate_image(out["rgb"], gt, lpips_fn)
-        name = os.path.splitext(os.path.basename(scene.names[i]))[0]
-        result = {"name": name, **{k: float(v) for k, v in result.items()}}
-        per_image.append(result)
+        table[i] = [np.nan if result.get(k) is None else float(result[k]) for k in _METRICS]
+        name = _name(scene, i)
         outputs.write_png(os.path.join(out_dir, f"{name}.png"), out["rgb"])
         outputs.write_png(os.path.join(out_dir, f"{name}_depth.png"),
                           outputs.depth_to_image(out["distance_median"], out["acc"]))
         logging.info("eval %d/%d %s: psnr %.2f ssim %.4f lpips %s", i + 1, count, name,
                      result["psnr"], result["ssim"], result.get("lpips"))
+    table = np.fmax.reduce(parallel.gather(table), axis=0)  # each row from its one renderer
+    per_image = [{"name": _name(scene, i),
+                  **{k: float(v) for k, v in zip(_METRICS, row, strict=True) if not np.isnan(v)}}
+                 for i, row in enumerate(table)]
     summary = {"step": int(state.step), "num_images": count}
     for key in ("psnr", "ssim", "lpips"):
         values = [r[key] for r in per_image if r.get(key) is not None]
         summary[key] = float(np.mean(values)) if values else None
     summary.update(pose_report)
     frames = consistency.Consistency().eval_frames
-    if frames >= 2:
+    if frames >= 2 and jax.process_index() == 0:
         # The first frames of the render path (so spaced as in the video), fitted to the test
         # cameras (in the optimised frame for a pose run).
         views = rendering.path_of(config, scene, max(frames, config.render_frames),
@@ -100,6 +106,13 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
     logging.info("mean over %d test views: psnr %.3f ssim %.4f lpips %s", count,
                  summary["psnr"], summary["ssim"], summary["lpips"])
     return summary
+
+
+_METRICS = ("psnr", "ssim", "lpips")
+
+
+def _name(scene, i: int) -> str:
+    return os.path.splitext(os.path.basename(scene.names[i]))[0]
 
 
 def refine_test_poses(config, model, state, cameras, scene, init, mesh) -> np.ndarray:

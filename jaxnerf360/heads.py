@@ -22,6 +22,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from jaxnerf360 import precision
 from jaxnerf360.errors import UserError
 from jaxnerf360.parts import Part
 
@@ -115,9 +116,9 @@ class ConvHead(Head):
         parts = [images["features"]] + ([images["rgb"]] if self.use_rgb else [])
         x = jnp.concatenate(parts, -1)
         for i in range(self.depth):
-            y = nn.relu(nn.Conv(self.width, (3, 3), padding="VALID", name=f"conv{i}")(x))
+            y = nn.relu(precision.conv(self.width, (3, 3), padding="VALID", name=f"conv{i}")(x))
             if self.residual and i > 0:
                 y = y + x[..., 1:-1, 1:-1, :]
             x = y
-        rgb = jax.nn.sigmoid(nn.Conv(3, (1, 1), name="rgb")(x))
+        rgb = jax.nn.sigmoid(precision.conv(3, (1, 1), name="rgb")(x))
         return {"rgb": rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding}

@@ -27,6 +27,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from jaxnerf360 import precision
 from jaxnerf360.errors import UserError
 from jaxnerf360.heads import Head
 from jaxnerf360.latent_training import DECODER, ENCODER_GROUP, LatentTraining
@@ -140,22 +141,22 @@ class LatentDecoder(Head):
         background = self.param("background", nn.initializers.zeros, (self.latent_dim,))
         if "acc" in images:
             latents = latents + (1.0 - images["acc"][..., None]) * background
-        x = nn.relu(nn.Conv(width, (3, 3), padding="VALID", name="stem")(latents))
+        x = nn.relu(precision.conv(width, (3, 3), padding="VALID", name="stem")(latents))
         for i in range(blocks):
-            y = nn.relu(nn.Conv(width, (3, 3), padding="VALID", name=f"block{i}_a")(x))
-            y = nn.Conv(width, (3, 3), padding="VALID", name=f"block{i}_b")(y)
+            y = nn.relu(precision.conv(width, (3, 3), padding="VALID", name=f"block{i}_a")(x))
+            y = precision.conv(width, (3, 3), padding="VALID", name=f"block{i}_b")(y)
             x = nn.relu(x[:, 2:-2, 2:-2] + y)
         for j, w in enumerate(stage_widths):
             if self.upsampling == "nearest":
                 x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
             else:
-                x = depth_to_space(nn.Conv(4 * x.shape[-1], (1, 1), name=f"shuffle{j}")(x))
-            x = nn.relu(nn.Conv(w, (3, 3), padding="VALID", name=f"up{j}")(x))
+                x = depth_to_space(precision.conv(4 * x.shape[-1], (1, 1), name=f"shuffle{j}")(x))
+            x = nn.relu(precision.conv(w, (3, 3), padding="VALID", name=f"up{j}")(x))
         # Crop what the rounding of the radius up to whole latent pixels adds.
         extra = self.receptive_radius() * self.factor - self._consumed()
         if extra:
             x = x[:, extra:-extra, extra:-extra]
-        rgb = jax.nn.sigmoid(nn.Conv(3, (1, 1), name="rgb")(x))
+        rgb = jax.nn.sigmoid(precision.conv(3, (1, 1), name="rgb")(x))
         out = {"rgb": rgb * (1 + 2 * self.rgb_padding) - self.rgb_padding, "latents": latents}
         if "rgb" in images:  # the field's own colours (the colour branch)
             out["field_rgb"] = images["rgb"]
@@ -184,13 +185,13 @@ class LatentEncoder(Part):
         """`rgb [B, H, W, 3]` (H, W multiples of k) -> `[B, H / k, W / k, latent_dim]`."""
         stages = int(math.log2(self.factor))
         width, blocks, stage_widths = _widths(self.size, stages, "LatentEncoder")
-        x = nn.relu(nn.Conv(stage_widths[-1] if stages else width, (3, 3), name="stem")(rgb))
+        x = nn.relu(precision.conv(stage_widths[-1] if stages else width, (3, 3), name="stem")(rgb))
         for j, w in enumerate([*reversed(stage_widths[:-1]), width] if stages else []):
-            x = nn.relu(nn.Conv(w, (3, 3), strides=(2, 2), name=f"down{j}")(x))
+            x = nn.relu(precision.conv(w, (3, 3), strides=(2, 2), name=f"down{j}")(x))
         for i in range(blocks):
-            y = nn.relu(nn.Conv(width, (3, 3), name=f"block{i}_a")(x))
-            x = nn.relu(x + nn.Conv(width, (3, 3), name=f"block{i}_b")(y))
-        return nn.Conv(self.latent_dim, (1, 1), name="latent")(x)
+            y = nn.relu(precision.conv(width, (3, 3), name=f"block{i}_a")(x))
+            x = nn.relu(x + precision.conv(width, (3, 3), name=f"block{i}_b")(y))
+        return precision.conv(self.latent_dim, (1, 1), name="latent")(x)
 
     def param_labels(self, params):
         """Every parameter in the encoder's own group."""

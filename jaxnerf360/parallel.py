@@ -94,6 +94,26 @@ def process_data_slice(mesh: Mesh, process: int | None = None) -> tuple:
     return mine[0] // size, data_size(mesh) // size
 
 
+def local_mesh() -> Mesh:
+    """A mesh of this process's own devices, all data: for work each process does alone
+    (its share of the test views or frames)."""
+    return Mesh(np.asarray(jax.local_devices()).reshape(-1, 1), (DATA_AXIS, MODEL_AXIS))
+
+
+def share(count: int) -> list:
+    """The indices of `count` items (views, frames) this process takes: every P-th."""
+    return list(range(jax.process_index(), count, jax.process_count()))
+
+
+def gather(values: np.ndarray) -> np.ndarray:
+    """`[P, ...]`: every process's `values` (of one shape on all), on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(values)[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(values)))
+
+
 def barrier(name: str) -> None:
     """Waits until every process has reached the barrier `name` (nothing with one process)."""
     if jax.process_count() > 1:

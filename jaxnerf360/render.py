@@ -9,6 +9,7 @@ camera-path JSON (`--camera_path=path.json`, `camera_path_file`).
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -34,7 +35,9 @@ def render_path(config, n_frames=None, compressed_path: str | None = None,
     Also writes `render/metrics.json`: the path's reprojective colour consistency (RCC).
     """
     n_frames = n_frames or config.render_frames
-    mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
+    # With several processes each renders its share of the frames on its own devices.
+    mesh = parallel.local_mesh() if jax.process_count() > 1 else parallel.make_mesh(
+        config.mesh_shape, fallback=True)
     scene = load_split(config, "train")
     cameras = Cameras(scene, seed=config.seed)
     learned = cameras.optimize_poses and not compressed_path
@@ -52,11 +55,17 @@ def render_path(config, n_frames=None, compressed_path: str | None = None,
         views = rendering.path_of(config, scene, n_frames, multiple=renderer.upsample)
     out_dir = os.path.join(config.checkpoint_dir, "render")
 
-    def write_frame(i, rgb):
-        outputs.write_png(os.path.join(out_dir, "frames", f"rgb_{i:04d}.png"), rgb)
-        logging.info("frame %d/%d", i + 1, n_frames)
+    mine = parallel.share(n_frames)
 
-    frames = rendering.render_views(renderer, state, views, write_frame)
+    def write_frame(j, rgb):
+        outputs.write_png(os.path.join(out_dir, "frames", f"rgb_{mine[j]:04d}.png"), rgb)
+        logging.info("frame %d/%d", mine[j] + 1, n_frames)
+
+    frames = rendering.render_views(renderer, state, [views[i] for i in mine], write_frame)
+    if jax.process_count() > 1:
+        frames = _gathered(frames, mine, n_frames, os.path.join(out_dir, "parts"))
+        if frames is None:  # process 0 writes the videos and the metrics
+            return out_dir
     # One normalisation for the whole depth video, so brightness does not flicker.
     lo, hi = outputs.depth_range(frames["depth"], frames["acc"])
     depth_frames = [outputs.depth_to_image(d, a, lo=lo, hi=hi)
@@ -71,6 +80,21 @@ def render_path(config, n_frames=None, compressed_path: str | None = None,
             json.dump(summary, f, indent=2)
     logging.info("wrote %d frames to %s", n_frames, out_dir)
     return out_dir
+
+
+def _gathered(frames: dict, mine: list, n_frames: int, parts: str) -> dict | None:
+    """On process 0, every process's frames in order (each passes its own through `parts`, a
+    folder beside the frames); None on the others."""
+    os.makedirs(parts, exist_ok=True)
+    for j, i in enumerate(mine):
+        np.savez(os.path.join(parts, f"{i:04d}.npz"), **{k: v[j] for k, v in frames.items()})
+    parallel.barrier("render frames written")
+    if jax.process_index() != 0:
+        return None
+    loaded = [np.load(os.path.join(parts, f"{i:04d}.npz")) for i in range(n_frames)]
+    out = {k: np.stack([f[k] for f in loaded]) for k in frames}
+    shutil.rmtree(parts)
+    return out
 
 
 def main(_):

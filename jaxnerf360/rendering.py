@@ -84,6 +84,7 @@ class Renderer:
         self.buffered = model.sampler().uses_sample_buffer()
         self.radius, self.upsample = model.head_geometry()
         repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+        self._data = data
         bg_kind = "black" if background == "black" else "white"
 
         def render(state, rays, capacities):
@@ -116,10 +117,16 @@ class Renderer:
         shown = [jax.device_get(self._shown(state, part, capacity)) for part, _ in parts]
         return capacity, round_capacity(max(int(c[0]) for c in shown), int(shown[0][1]))
 
+    def _split(self, rays, chunk: int) -> tuple:
+        """`split_rays` with each part already on the devices (a process's own ones, when
+        several processes each render their share)."""
+        parts, shape = split_rays(rays, chunk, self.devices)
+        return [(jax.device_put(part, self._data), pad) for part, pad in parts], shape
+
     def rays(self, state, rays) -> dict:
         """Per-ray outputs (numpy, the rays' leading shape) of rays of any leading shape:
         every composited channel, `acc`, `distance_mean` and `distance_median`; no head."""
-        parts, shape = split_rays(rays, self.chunk, self.devices)
+        parts, shape = self._split(rays, self.chunk)
         capacity = self._capacity(state, parts)
         outs = [jax.device_get(self._render(state, part, capacity)) for part, _ in parts]
         return join_outputs(outs, parts, shape)
@@ -140,8 +147,8 @@ class Renderer:
         wide = -(-view.width // -(-view.width // most))
         corners = [(top, left) for top in range(0, view.height, tall)
                    for left in range(0, view.width, wide)]
-        windows = [split_rays(view.window_rays(top - r, left - r, tall + 2 * r, wide + 2 * r),
-                              (tall + 2 * r) * (wide + 2 * r), self.devices)[0]
+        windows = [self._split(view.window_rays(top - r, left - r, tall + 2 * r, wide + 2 * r),
+                               (tall + 2 * r) * (wide + 2 * r))[0]
                    for top, left in corners]
         capacity = self._capacity(state, [p for parts in windows for p in parts])
         rows = -(-view.height // tall) * tall

@@ -86,7 +86,13 @@ def train(config: configs.Config):
     scene = load_split(config, "train")
     checkpoints.check_data(config.checkpoint_dir, config.data_dir, previous_data, scene,
                            write=jax.process_index() == 0)
-    test_scene = load_split(config, "test") if config.summary_render_every else None
+    # The test view and the viewer render on process 0 alone, which cannot reach the
+    # parameters on the other processes' devices: with several processes they are off.
+    alone = jax.process_count() == 1
+    test_scene = load_split(config, "test") if config.summary_render_every and alone else None
+    if not alone and (config.summary_render_every or config.viewer_port):
+        logging.info("with %d processes, no test-view summaries and no viewer during "
+                     "training (eval and render afterwards)", jax.process_count())
     logging.info("loaded %d training images %dx%d (%s scene) from %s", scene.num_images,
                  scene.width, scene.height, scene.kind, config.data_dir)
 
@@ -107,7 +113,7 @@ def train(config: configs.Config):
     try:
         t_last, steps_since = time.time(), 0
         for step in range(start + 1, config.max_steps + 1):
-            run.before_step()
+            run.before_step(step - 1)  # the state's step, counted on the host
             run.state, stats = run.step(run.state, run.next_batch(), key)
             steps_since += 1
             if step % config.print_every == 0 or step == config.max_steps:
@@ -162,8 +168,8 @@ def train(config: configs.Config):
 
 
 def _viewer(config, run, scene, mesh):
-    """The live viewer of Config.viewer_port (process 0 only), showing the starting state."""
-    if not config.viewer_port or jax.process_index() != 0:
+    """The live viewer of Config.viewer_port (one process only), showing the starting state."""
+    if not config.viewer_port or jax.process_count() > 1:
         return None
     from jaxnerf360.viewer import Viewer
 

@@ -166,9 +166,14 @@ class Training:
                          extra_index=extra["index"])
         return parallel.to_global(batch, self.mesh)
 
-    def before_step(self) -> None:
-        """Applies the events due before the state's step (re-making the step if needed)."""
-        step = int(self.state.step)
+    def before_step(self, step: int | None = None) -> None:
+        """Applies the events due before the state's step (re-making the step if needed).
+
+        The training loop passes `step` (the state's step, which it counts itself): reading it
+        off the state would make the host wait for the device at every step, and the next
+        batch could no longer be drawn while the device computes.
+        """
+        step = int(self.state.step) if step is None else step
         recompile = False
         for event in self.events:
             if step in event.steps:

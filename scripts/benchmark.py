@@ -11,6 +11,12 @@ sampler is timed with its trained grid (empty space culled), as in real training
 JAX's persistent compilation cache is on (--compilation_cache, as for train): pass
 --compilation_cache='' for timings that include every compilation (a cold start).
 
+Sharded parameters: the same config on several (data, model) mesh shapes in one process, its
+step time and the state each device holds, as ratios to the first shape (simulate 4 CPU
+devices with XLA_FLAGS=--xla_force_host_platform_device_count=4):
+    python scripts/benchmark.py --gin_configs=configs/tensorf_lego_cpu.gin \
+        --mesh_shapes="4,1 2,2" --device_budget_mb=100
+
 Quality: train with the config for its Config.max_steps on lego at factor 8 (100x100, from
 ../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
     python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
@@ -39,6 +45,10 @@ flags.DEFINE_string("out", None, "Write the figures as JSON here too.")
 flags.DEFINE_list("runs", None, "Trained run directories to time side by side.")
 flags.DEFINE_string("keep_run", None, "With --psnr: train into this directory and keep it.")
 flags.DEFINE_bool("lpips", False, "With --psnr: also the mean test LPIPS (Config.lpips_net).")
+flags.DEFINE_string("mesh_shapes", None, "Space-separated data,model mesh shapes to time "
+                    "side by side (e.g. '4,1 2,2').")
+flags.DEFINE_float("device_budget_mb", None, "With --mesh_shapes: say whether each device's "
+                   "share of the train state fits this budget.")
 FLAGS = flags.FLAGS
 
 
@@ -60,7 +70,7 @@ def speed(config, restore: bool = False) -> dict:
     from jaxnerf360 import checkpoints
 
     scene = load_split(config, "train")
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh(config.mesh_shape)
     run = training.Training(config, scene, mesh)
     if restore:
         mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
@@ -79,6 +89,8 @@ def speed(config, restore: bool = False) -> dict:
         state, stats = step(state, batches[i % 4], key)
     jax.block_until_ready(stats)
     train_time = time.perf_counter() - t0
+    host = host_share(run, state, key, train_time / FLAGS.steps)
+    state = host.pop("state")
     phases = {}
     for phase in run.plan.phases() if run.plan is not None else ():
         # A head's phases train with steps of their own (the first one was timed above).
@@ -113,10 +125,77 @@ def speed(config, restore: bool = False) -> dict:
         "train_steps_per_sec": FLAGS.steps / train_time,
         "train_rays_per_sec": FLAGS.steps * config.batch_size / train_time,
         **({"phase_steps_per_sec": phases} if phases else {}),
+        **host,
         "render_rays_per_sec": scene.height * scene.width / render_time,
         "render_images_per_sec": 1.0 / render_time,
+        "mesh_shape": list(mesh.devices.shape),
+        "state_mb": _megabytes(state),
+        "state_mb_per_device": max(state_bytes_per_device(state).values()) / 2**20,
         **peak_memory_mb(),
     }
+
+
+def host_share(run, state, key, step_seconds: float) -> dict:
+    """What building and transferring batches on the host costs a step: alone (drawn and put
+    on the devices, waited for), and within the loop as `train` runs it (the next batch drawn
+    while the device computes the step), against the step on ready batches."""
+    t0 = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        jax.block_until_ready(run.next_batch())
+    batch_seconds = (time.perf_counter() - t0) / FLAGS.steps
+    step0 = int(state.step)
+    t0 = time.perf_counter()
+    for i in range(FLAGS.steps):
+        run.state = state
+        run.before_step(step0 + i)
+        state, stats = run.step(state, run.next_batch(), key)
+    jax.block_until_ready(stats)
+    loop_seconds = (time.perf_counter() - t0) / FLAGS.steps
+    return {"state": state, "host_batch_ms": 1e3 * batch_seconds,
+            "loop_step_ms": 1e3 * loop_seconds, "ready_batch_step_ms": 1e3 * step_seconds,
+            # Waiting for each batch before its step (the loop before it stopped reading
+            # the step count off the device) would add all of it; the loop hides the rest.
+            "host_share_serial": batch_seconds / (batch_seconds + step_seconds),
+            "host_share_in_loop": max(loop_seconds - step_seconds, 0.0) / loop_seconds}
+
+
+def state_bytes_per_device(tree) -> dict:
+    """{device: bytes of `tree`'s arrays that it holds} (a sharded leaf counts its shard)."""
+    held = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held
+
+
+def _megabytes(tree) -> float:
+    return sum(leaf.nbytes for leaf in jax.tree.leaves(tree)) / 2**20
+
+
+def compare_meshes(config, shapes: list, budget_mb) -> dict:
+    """The config's speed and each device's state on every mesh shape, as ratios to the
+    first."""
+    import dataclasses
+
+    rows = []
+    for shape in shapes:
+        row = speed(dataclasses.replace(config, mesh_shape=shape))
+        if budget_mb is not None:
+            row["fits_budget"] = row["state_mb_per_device"] <= budget_mb
+        rows.append(row)
+        print(json.dumps(row, default=float), flush=True)
+    base = rows[0]
+    print(f"{'mesh':8s} {'step ms':>8s} {'ratio':>6s} {'state MB':>9s} {'per device':>11s} "
+          f"{'ratio':>6s}")
+    for row in rows:
+        row["step_time_ratio"] = base["train_steps_per_sec"] / row["train_steps_per_sec"]
+        row["state_per_device_ratio"] = row["state_mb_per_device"] / base["state_mb_per_device"]
+        print(f"{str(tuple(row['mesh_shape'])):8s} {1e3 / row['train_steps_per_sec']:8.1f} "
+              f"{row['step_time_ratio']:6.2f} {row['state_mb']:9.1f} "
+              f"{row['state_mb_per_device']:11.1f} {row['state_per_device_ratio']:6.2f}"
+              + ("" if budget_mb is None else
+                 f"  {'fits' if row['fits_budget'] else 'exceeds'} {budget_mb:g} MB"))
+    return {"meshes": rows, "device_budget_mb": budget_mb}
 
 
 def compare_runs(run_dirs) -> dict:
@@ -224,6 +303,13 @@ def main(argv):
     if not config.data_dir:
         sys.exit("error: Config.data_dir is not set")
     result = {"configs": FLAGS.gin_configs, "bindings": FLAGS.gin_bindings}
+    if FLAGS.mesh_shapes:
+        shapes = [tuple(int(n) for n in s.split(",")) for s in FLAGS.mesh_shapes.split()]
+        result.update(compare_meshes(config, shapes, FLAGS.device_budget_mb))
+        if FLAGS.out:
+            with open(FLAGS.out, "w", encoding="utf-8") as f:
+                f.write(json.dumps(result, indent=2, default=float))
+        return 0
     if FLAGS.psnr:  # first, so that a cold compilation cache is cold for training
         result.update(quality(config))
     result.update(speed(config))

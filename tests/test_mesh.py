@@ -14,6 +14,7 @@ from jaxnerf360.errors import UserError
 from tests.cli_env import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def _run(devices: int, scene, *jobs):

@@ -4,6 +4,7 @@ one process does, their checkpoints resume on other topologies, a pre-emption no
 them makes all save the same step, and a process that dies stops the others in bounded time."""
 
 import importlib.util
+import json
 import re
 import shutil
 import signal
@@ -19,9 +20,11 @@ import pytest
 
 from jaxnerf360 import configs, parallel, training
 from jaxnerf360.data.scene import BOUNDED
+from jaxnerf360.eval import evaluate
 from tests.cli_env import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 TINY = ROOT / "tests" / "data" / "tiny_tensorf.gin"
 _spec = importlib.util.spec_from_file_location("launch_local",
                                                ROOT / "scripts" / "launch_local.py")
@@ -87,6 +90,27 @@ def test_two_processes_train_as_one_and_their_checkpoints_resume_anywhere(synthe
         log = _train(run, synthetic_dir, processes, devices, f"Config.mesh_shape = {shape}",
                      "Config.max_steps = 5")
         assert "resumed from step 4" in log and "checkpoint at step 5" in log, log[-2000:]
+    # Eval and render split the views and frames over the processes; one metrics.json.
+    split = ["--gin_bindings=Consistency.eval_frames = 0",
+             "--gin_bindings=Config.render_frames = 3"]
+    for command in ("eval", "render"):
+        procs = launch.start([sys.executable, "-m", f"jaxnerf360.{command}",
+                              f"--checkpoint_dir={tmp_path / 'two'}", "--distributed", *split],
+                             2, 2, str(tmp_path / f"{command}-logs"), env=cli_env())
+        assert launch.wait(procs, 300) == [0, 0], Path(procs[0][1]).read_text()[-3000:]
+    with open(tmp_path / "two" / "eval" / "metrics.json", encoding="utf-8") as f:
+        together = json.load(f)
+    gin.clear_config()
+    alone = evaluate(configs.load(checkpoint_dir=str(tmp_path / "two"),
+                                  bindings=["Consistency.eval_frames = 0"]))
+    assert together["num_images"] == alone["num_images"] == len(together["per_image"]) > 2
+    for a, b in zip(together["per_image"], alone["per_image"], strict=True):
+        assert a["name"] == b["name"] and abs(a["psnr"] - b["psnr"]) < 1e-4
+    rendered = tmp_path / "two" / "render"
+    assert sorted(p.name for p in (rendered / "frames").glob("rgb_*.png")) == [
+        "rgb_0000.png", "rgb_0001.png", "rgb_0002.png"]
+    assert (rendered / "rgb.mp4").is_file() and (rendered / "metrics.json").is_file()
+    assert not (rendered / "parts").exists()
 
 
 def _wait_for(path: str, pattern: str, procs, timeout: float = 240) -> None:

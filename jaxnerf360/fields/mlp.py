@@ -6,6 +6,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from jaxnerf360 import precision
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields.base import Field
 from jaxnerf360.geometry import coord
@@ -81,7 +82,7 @@ class MLPField(Field):
 
         `progress` ({'train_frac', ...}, during training) drives the coarse-to-fine window.
         """
-        dense = lambda width, name=None: nn.Dense(  # noqa: E731
+        dense = lambda width, name=None: precision.dense(  # noqa: E731
             width, kernel_init=nn.initializers.he_uniform(), name=name
         )
         inputs = _encode_gaussians(means, covs, self.basis_tessellation, self.min_deg, self.max_deg)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from jaxnerf360 import parallel, schedules
+from jaxnerf360 import parallel, precision, schedules
 from jaxnerf360.errors import UserError
 from jaxnerf360.fields import spectral, vm, wavelet
 from jaxnerf360.fields.base import Field
@@ -354,7 +354,7 @@ class TensoRFField(Field):
         a_planes, a_lines = self._filtered("appearance", self.appearance_ranks,
                                            self.appearance_blur, progress)
         comps = jnp.concatenate(vm_components(a_planes, a_lines, points, lo, hi), -1)
-        feats = nn.Dense(self.app_dim, use_bias=False, name="basis")(comps)
+        feats = precision.dense(self.app_dim, use_bias=False, name="basis")(comps)
         dirs = jnp.broadcast_to(viewdirs[..., None, :], batch + (3,)).reshape(-1, 3)
         x = [feats, dirs]
         if self.feature_pe > 0:
@@ -362,11 +362,11 @@ class TensoRFField(Field):
         if self.view_pe > 0:
             x.append(coord.pos_enc(dirs, 0, self.view_pe, append_identity=False))
         x = jnp.concatenate(x, -1)
-        x = nn.relu(nn.Dense(self.mlp_width)(x))
-        x = nn.relu(nn.Dense(self.mlp_width)(x))
-        out["rgb"] = jax.nn.sigmoid(nn.Dense(3)(x)).reshape(batch + (3,))
+        x = nn.relu(precision.dense(self.mlp_width)(x))
+        x = nn.relu(precision.dense(self.mlp_width)(x))
+        out["rgb"] = jax.nn.sigmoid(precision.dense(3)(x)).reshape(batch + (3,))
         if self.feature_dim:
-            out["features"] = nn.Dense(self.feature_dim, name="features")(x).reshape(
+            out["features"] = precision.dense(self.feature_dim, name="features")(x).reshape(
                 batch + (self.feature_dim,))
         return out
 
