@@ -13,6 +13,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+
 def compute_dtype() -> str:
     """The bound `Config.compute_dtype` ('float32' when it is not bound)."""
     try:

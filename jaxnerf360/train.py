@@ -152,7 +152,7 @@ def train(config: configs.Config):
         raise  # a diverged state is not worth saving over the last good checkpoint
     except BaseException:
         # With several processes a save needs them all, and the others may be gone.
-        if int(run.state.step) > start and not stop.shared:
+        if not stop.shared and int(run.state.step) > start:
             logging.warning("saving a checkpoint at step %d before exiting", int(run.state.step))
             checkpoints.save(mgr, int(run.state.step), run.state)
         raise

@@ -341,6 +341,7 @@ def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tupl
         from jaxnerf360 import poses
 
         camera_params = poses.init_params(num_cameras, cameras.optimize_focal)
+
     def place(state):
         return parallel.place(state, parallel.state_shardings(state, mesh, model.parts()))
 

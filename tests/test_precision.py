@@ -7,10 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnerf360 import parallel
 from jaxnerf360.fields.mlp import MLPField
 from jaxnerf360.heads import ConvHead
-from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config, global_batch, setup_run
+from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config, fits_a_fixed_batch
 
 
 @pytest.fixture(autouse=True)
@@ -59,14 +58,5 @@ def test_products_run_in_the_compute_dtype_and_return_float32(dtype):
 def test_bfloat16_training_fits_the_synthetic_scene(synthetic_dir):
     config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"],
                      "Config.compute_dtype = 'bfloat16'")
-    run, scene, mesh = setup_run(config)
-    state, step = run.state, run.step
-    batch = global_batch(scene, mesh, 256)
-    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
-    data = []
-    for _ in range(30):
-        state, stats = step(state, batch, key)
-        data.append(float(stats["data"]))
-    assert np.all(np.isfinite(data))
-    assert np.mean(data[-5:]) < 0.7 * np.mean(data[:5]), data
+    state = fits_a_fixed_batch(config)
     assert {str(x.dtype) for x in jax.tree.leaves(state.params)} == {"float32"}
