@@ -28,27 +28,24 @@ def make_mesh(shape=None, fallback: bool = False) -> Mesh:
     count gives the all-data mesh, with a log line, instead of an error.
     """
     n = jax.device_count()
-    if fallback and shape is not None and _product(shape) != n:
-        logging.info("Config.mesh_shape=%s is for %s devices; using (%d, 1) on these %d",
-                     shape, _product(shape), n, n)
-        shape = None
-    shape = (n, 1) if shape is None else shape
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) != 2 or min(shape) < 1 or math.prod(shape) != n:
-        raise UserError(f"Config.mesh_shape={shape or None} must be two positive sizes (data, "
+    sizes = (n, 1) if shape is None else _sizes(shape)
+    if fallback and (len(sizes) != 2 or math.prod(sizes) != n):
+        logging.info("Config.mesh_shape=%s does not fit these %d devices; using (%d, 1)",
+                     shape, n, n)
+        sizes = (n, 1)
+    if len(sizes) != 2 or min(sizes) < 1 or math.prod(sizes) != n:
+        raise UserError(f"Config.mesh_shape={sizes or None} must be two positive sizes (data, "
                         f"model) whose product is the {n} devices, e.g. ({n}, 1)")
-    return jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), (AxisType.Auto, AxisType.Auto),
+    return jax.make_mesh(sizes, (DATA_AXIS, MODEL_AXIS), (AxisType.Auto, AxisType.Auto),
                          devices=jax.devices())
 
 
-def _product(shape):
+def _sizes(shape) -> tuple:
+    """`shape` as a tuple of ints; () when it is not a sequence of integers."""
     try:
-        return math.prod(int(s) for s in shape)
+        return tuple(int(s) for s in shape)
     except (TypeError, ValueError):
-        return None
+        return ()
 
 
 def data_size(mesh: Mesh) -> int:

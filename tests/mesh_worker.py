@@ -13,6 +13,7 @@ a plane).
 
 import json
 import sys
+from pathlib import Path
 
 import gin
 import jax
@@ -24,18 +25,16 @@ from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.data.scene import BOUNDED, Rays
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.train_step import batch_dict
-from tests.test_grid_training import TINY_SAMPLERS, TINY_TENSORF
 
+TINY = Path(__file__).resolve().parent / "data" / "tiny_tensorf.gin"
 PLANE = ("field", "density_plane_0")
 
 
 def bindings(scene: str, shape: str, ckpt: str) -> list:
-    """The tiny VM/occupancy run of the tests on `shape`, saving in `ckpt`."""
-    return ["Config.dataset_loader = 'synthetic'", f"Config.data_dir = '{scene}'",
-            "Config.near = 2.0", "Config.far = 6.0", "Config.data_loss_type = 'mse'",
-            "Config.batch_size = 64", "Config.lr_delay_steps = 0", "Config.max_steps = 100",
-            f"Config.checkpoint_dir = '{ckpt}'", f"Config.mesh_shape = {shape}",
-            "Model.field = @TensoRFField", *TINY_TENSORF, *TINY_SAMPLERS["occupancy"]]
+    """The tests' tiny VM/occupancy run (tests/data/tiny_tensorf.gin) on `shape`, saving in
+    `ckpt`."""
+    return [f"Config.data_dir = '{scene}'", f"Config.checkpoint_dir = '{ckpt}'",
+            f"Config.mesh_shape = {shape}"]
 
 
 def flat(params) -> dict:
@@ -68,7 +67,7 @@ def job(scene: str, command: str, shape: str, path: str, out: str) -> None:
         rendered = Renderer(model, mesh, config.background, 4096).rays(state, rays)
         report["render_error"] = float(np.max(np.abs(rendered["rgb"] - expected["out_rgb"])))
     else:
-        configs.parse_gin([], bindings(scene, shape, path))
+        configs.parse_gin([str(TINY)], bindings(scene, shape, path))
         config = configs.Config()
         mesh = parallel.make_mesh(config.mesh_shape)
         run = training.Training(config, load_split(config, "train"), mesh)
