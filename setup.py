@@ -9,6 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["jaxnerf360", "jaxnerf360.*"]),
+    # The VM field's CPU kernel is compiled from its source on first use (fields/vm_kernel.py).
+    package_data={"jaxnerf360": ["kernels/*.cc"]},
     python_requires=">=3.11,<3.14",
     install_requires=[
         "jax>=0.4.35,<0.13",

@@ -93,6 +93,10 @@ class TensoRFField(Field):
     # worth, whatever the grid size. Larger gives sparser, smaller files.
     mask_loss_mult: float = 0.0
 
+    # The VM products through the compiled CPU kernel (fields/vm_kernel.py) on a single CPU
+    # device; False, or elsewhere: XLA's gathers (the same numbers, slower on a CPU).
+    cpu_kernel: bool = True
+
     supports_pose_optimization = True  # gradients reach the sample positions
     separable_appearance = True
 
@@ -337,7 +341,8 @@ class TensoRFField(Field):
     def _density(self, points, lo, hi, batch, progress):
         d_planes, d_lines = self._filtered("density", self.density_ranks, self.density_blur,
                                            progress)
-        comps = jnp.concatenate(vm_components(d_planes, d_lines, points, lo, hi), -1)
+        comps = jnp.concatenate(vm_components(d_planes, d_lines, points, lo, hi,
+                                             self.cpu_kernel), -1)
         # A product with ones, not a sum: XLA:CPU fuses the gathers into a reduction that runs
         # several times slower than the gathers and a matrix-vector product apart.
         sigma = comps @ jnp.ones(comps.shape[-1], comps.dtype)
@@ -353,7 +358,8 @@ class TensoRFField(Field):
         out = {}
         a_planes, a_lines = self._filtered("appearance", self.appearance_ranks,
                                            self.appearance_blur, progress)
-        comps = jnp.concatenate(vm_components(a_planes, a_lines, points, lo, hi), -1)
+        comps = jnp.concatenate(vm_components(a_planes, a_lines, points, lo, hi,
+                                             self.cpu_kernel), -1)
         feats = precision.dense(self.app_dim, use_bias=False, name="basis")(comps)
         dirs = jnp.broadcast_to(viewdirs[..., None, :], batch + (3,)).reshape(-1, 3)
         x = [feats, dirs]

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnerf360.fields import vm_kernel
+
 # (plane axes, line axis) for each of the three modes.
 MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
 
@@ -61,15 +63,21 @@ def interp_plane(plane, u, v):
             + p10 * fu * (1 - fv) + p11 * fu * fv)
 
 
-def vm_components(planes, lines, points, box_min, box_max):
-    """Per-mode products plane x line at `points [P, 3]`: a list of three `[P, R_m]`."""
+def vm_components(planes, lines, points, box_min, box_max, kernel: bool = False):
+    """Per-mode products plane x line at `points [P, 3]`: a list of three `[P, R_m]`.
+
+    With `kernel`, through the compiled CPU kernel where it serves (`vm_kernel.usable`): the
+    same numbers, several times faster on a CPU.
+    """
+    product = (vm_kernel.mode_product if kernel and vm_kernel.usable(*planes, *lines, points)
+               else lambda plane, line, u, v, w: interp_plane(plane, u, v) * interp_line(line, w))
     out = []
     for m, ((a, b), c) in enumerate(MODES):
         plane, line = planes[m], lines[m]
         u = grid_coords(points[:, a], box_min[a], box_max[a], plane.shape[1])
         v = grid_coords(points[:, b], box_min[b], box_max[b], plane.shape[2])
         w = grid_coords(points[:, c], box_min[c], box_max[c], line.shape[1])
-        out.append(interp_plane(plane, u, v) * interp_line(line, w))
+        out.append(product(plane, line, u, v, w))
     return out
 
 
