@@ -261,3 +261,21 @@ def alignment_term(config, weight: float = 1.0) -> LossTerm:
 
     return LossTerm("alignment", aligned, weight, margin=align.margin,
                     active=stage_gate(align.start), replaces="data", needs_patches=True)
+
+
+@gin.configurable
+def ray_term(config, weight: float = 1.0, rays: int = 512) -> LossTerm:
+    """Per-pixel data on `rays` independent rays drawn beside the patches:
+    `Objective.extra_terms = [..., @ray_term]`.
+
+    A batch of patches samples few places of the scene per step; the rays keep many, while
+    the patches carry the alignment and perceptual terms.
+    """
+    if int(rays) < 1:
+        raise UserError(f"ray_term.rays={rays} must be at least 1 (drop @ray_term for none)")
+
+    def data(inputs):
+        return losses.data_loss(inputs.extra_outputs["rgb"], inputs.batch["extra_rgb"],
+                                config.data_loss_type, config.charb_padding)
+
+    return LossTerm("rays", data, weight, rays=int(rays))

@@ -59,6 +59,8 @@ class LossTerm:
     reads around each output patch (`LossInputs.target_patch`). `active` (a function of the
     inputs, 0 or 1) switches the term on for a stage of training; while it is on, the term
     named `replaces` is off (a staged data term). `needs_patches`: it compares image patches.
+    `rays`: the independent rays per (global) batch it reads as `LossInputs.extra_outputs`,
+    drawn beside the patches.
     """
 
     name: str
@@ -68,6 +70,7 @@ class LossTerm:
     active: Callable[[LossInputs], Any] | None = None
     replaces: str | None = None
     needs_patches: bool = False  # it reads image patches `[B, P, P, 3]`, not independent rays
+    rays: int = 0
 
 
 def stage_gate(start: float):
@@ -101,6 +104,11 @@ class Objective:
     def margin(self) -> int:
         """The widest ground-truth margin (pixels around each output patch) a term reads."""
         return max((t.margin for t in self.terms), default=0)
+
+    @property
+    def independent_rays(self) -> int:
+        """The independent rays per batch that terms read beside the patches (0: none)."""
+        return max((t.rays for t in self.terms), default=0)
 
     @property
     def names(self) -> tuple:

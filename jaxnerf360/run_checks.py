@@ -27,6 +27,10 @@ def check_patches(config, model, objective, supervision, field) -> int:
     if objective.patch_terms and size <= 0:
         raise UserError(f"the loss term {objective.patch_terms[0]!r} compares image patches; "
                         "set Config.patch_size to the patch side (e.g. 16)")
+    if objective.independent_rays and size <= 0:
+        raise UserError("a loss term draws independent rays beside image patches (ray_term), "
+                        "but Config.patch_size = 0 already trains on independent rays; set a "
+                        "patch size or drop the term")
     if model.head is not None:
         check_head_channels(model.parts()[HEAD], field)
     wider = model.head_geometry()[0] or objective.margin

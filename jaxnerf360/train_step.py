@@ -142,7 +142,9 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
         if out["rgb"].shape != target.shape:  # a head consumed a margin, or terms read one
             target = center_crop(target, *out["rgb"].shape[-3:-1])
         extra = None
-        if phase is not None and phase.coarse_rays:  # independent rays, no head, fixed bg
+        # Independent rays beside the patches (a phase's coarse rays, or a term's): no head,
+        # the fixed background.
+        if (phase.coarse_rays if phase is not None else "extra_rays" in batch):
             extra_rays = batch["extra_rays"]
             extra = model.apply({"params": model_params}, jax.random.fold_in(rng, 1), extra_rays,
                                 train_frac, background_colors(config.background,

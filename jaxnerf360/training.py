@@ -66,6 +66,9 @@ class Training:
         self.objective = objective.build(config, [
             *self.field.regularizers(),
             *(self.plan.terms(config, self.model) if self.plan else [])])
+        if self.objective.independent_rays and self.cameras.optimize_poses:
+            raise UserError("ray_term's independent rays are cast from the initial cameras, "
+                            "not the corrected ones: drop @ray_term or Cameras.optimize_poses")
         run_checks.check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
@@ -78,7 +81,8 @@ class Training:
         self._grow = None  # (samples, shown) the buffers must hold from the next step
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
-        self.coarse_rays = None  # the plan's independent coarse rays beside the patches
+        self.coarse_rays = None  # independent (coarse) rays beside the patches: plan's, terms'
+
         self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
         # Compiled once per run (they retrace for new shapes only), not at every event.
@@ -148,9 +152,11 @@ class Training:
         step = int(self.state.step)
         index, count = parallel.process_data_slice(self.mesh)
         self.batcher = self.make_batcher(self.config.seed, step, index, count)
-        if self.plan is not None and self.plan.ray_batch():
+        rays = (self.plan.ray_batch() if self.plan is not None else 0) or \
+            self.objective.independent_rays
+        if rays:
             self.coarse_rays = CoarseRayBatcher(
-                self.scene, self.plan.ray_batch(), self.model.head_geometry()[1],
+                self.scene, rays, self.model.head_geometry()[1],
                 seed=self.config.seed + _COARSE_SEED, process_index=index,
                 process_count=count, start_step=step)
         for event in self.events:

@@ -134,7 +134,42 @@ def test_an_aligned_run_trains_in_two_stages(synthetic_dir):
     assert np.mean([g["data"] for g in logs[-3:]]) < logs[0]["data"]
 
 
+def test_independent_rays_beside_aligned_patches_train_with_their_own_data_term(
+        synthetic_dir):
+    config = _config(synthetic_dir, *MLP, "Config.patch_size = 4", "Config.batch_size = 32",
+                     "PatchAlignment.margin = 2", "PatchAlignment.start = 0.5",
+                     "Objective.extra_terms = [@alignment_term, @ray_term]", "ray_term.rays = 24",
+                     "ray_term.weight = 0.5", "Config.max_steps = 12")
+    mesh = parallel.make_mesh()
+    run = training.setup(config, load_split(config, "train"), mesh)
+    batch = run.next_batch()
+    assert batch["rays"].origins.shape == (2, 4, 4, 3)  # two patches of 4 x 4
+    assert batch["extra_rays"].origins.shape == (24, 3) and batch["extra_rgb"].shape == (24, 3)
+    # The rays' colours are the training pixels they pass through.
+    img, row, col = np.asarray(jax.device_get(batch["extra_index"])).T
+    np.testing.assert_allclose(jax.device_get(batch["extra_rgb"]),
+                               run.scene.images[img, row, col, :3], atol=1e-6)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    state, logs = run.state, []
+    for _ in range(12):
+        state, stats = run.step(state, run.next_batch(), key)
+        logs.append({k: float(v) for k, v in stats.items()})
+    rest = [config.interlevel_loss_mult * log["interlevel"]
+            + config.distortion_loss_mult * log["distortion"] for log in logs]
+    # The rays' term joins both stages: the data term's (first half), the alignment's.
+    for log, other in zip(logs[:6], rest[:6], strict=True):
+        np.testing.assert_allclose(log["loss"], log["data"] + 0.5 * log["rays"] + other,
+                                   rtol=1e-5)
+    for log, other in zip(logs[6:], rest[6:], strict=True):
+        np.testing.assert_allclose(log["loss"], log["alignment"] + 0.5 * log["rays"] + other,
+                                   rtol=1e-5)
+    assert np.mean([g["rays"] for g in logs[-3:]]) < logs[0]["rays"]
+
+
 @pytest.mark.parametrize("bindings, match", [
+    (["Objective.extra_terms = [@ray_term]"], "already trains on independent rays"),
+    (["Config.patch_size = 4", "Config.batch_size = 64", "ray_term.rays = 0",
+      "Objective.extra_terms = [@ray_term]"], "ray_term.rays=0"),
     (["Model.head = @ConvHead", "ConvHead.feature_dim = 8", "Config.patch_size = 4",
       "Config.batch_size = 64"], "features.*width 8.*produces 4"),
     (["Objective.extra_terms = [@alignment_term]"], "compares image patches.*Config.patch_size"),
