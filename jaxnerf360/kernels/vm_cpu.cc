@@ -22,9 +22,11 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// A point's cell: element offsets of its four plane rows (00, 01, 10, 11) and two line rows,
+// its bilinear weights, and its fractions along the three axes.
 struct Corner {
-  int64_t c00, c01, c10, c11, l0, l1;
-  float fu, fv, fw;
+  int64_t p[4], l[2];
+  float w[4], fu, fv, fw;
 };
 
 // The cell's first index, clamped in floating point: a NaN or infinite coordinate lands in
@@ -37,19 +39,33 @@ inline int64_t Floor(float x, int64_t n) {
   return f > last ? static_cast<int64_t>(last) : static_cast<int64_t>(f);
 }
 
-inline Corner Locate(const float* uvw, int64_t na, int64_t nb, int64_t nc) {
+inline Corner Locate(const float* uvw, int64_t na, int64_t nb, int64_t nc, int64_t r) {
   Corner c;
   int64_t i = Floor(uvw[0], na), j = Floor(uvw[1], nb), k = Floor(uvw[2], nc);
   c.fu = uvw[0] - i;
   c.fv = uvw[1] - j;
   c.fw = uvw[2] - k;
-  c.c00 = i * nb + j;
-  c.c01 = c.c00 + 1;
-  c.c10 = c.c00 + nb;
-  c.c11 = c.c10 + 1;
-  c.l0 = k;
-  c.l1 = k + 1;
+  const int64_t base = (i * nb + j) * r;
+  c.p[0] = base;
+  c.p[1] = base + r;
+  c.p[2] = base + nb * r;
+  c.p[3] = base + (nb + 1) * r;
+  c.l[0] = k * r;
+  c.l[1] = (k + 1) * r;
+  c.w[0] = (1 - c.fu) * (1 - c.fv);
+  c.w[1] = (1 - c.fu) * c.fv;
+  c.w[2] = c.fu * (1 - c.fv);
+  c.w[3] = c.fu * c.fv;
   return c;
+}
+
+inline float PlaneValue(const float* plane, const Corner& c, int64_t k) {
+  return plane[c.p[0] + k] * c.w[0] + plane[c.p[1] + k] * c.w[1] + plane[c.p[2] + k] * c.w[2] +
+         plane[c.p[3] + k] * c.w[3];
+}
+
+inline float LineValue(const float* line, const Corner& c, int64_t k) {
+  return line[c.l[0] + k] * (1 - c.fw) + line[c.l[1] + k] * c.fw;
 }
 
 // Runs body(begin, end) over [0, n) in chunks on the caller and XLA's intra-op pool. Chunks
@@ -108,21 +124,9 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> plane,
   float* o = out->typed_data();
   Parallel(pool, p, Chunks(pool, p), [&](int64_t, int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
-      Corner c = Locate(uvw + 3 * n, na, nb, nc);
-      const float w00 = (1 - c.fu) * (1 - c.fv), w01 = (1 - c.fu) * c.fv;
-      const float w10 = c.fu * (1 - c.fv), w11 = c.fu * c.fv;
-      const float* p00 = pl + c.c00 * r;
-      const float* p01 = pl + c.c01 * r;
-      const float* p10 = pl + c.c10 * r;
-      const float* p11 = pl + c.c11 * r;
-      const float* l0 = li + c.l0 * r;
-      const float* l1 = li + c.l1 * r;
+      const Corner c = Locate(uvw + 3 * n, na, nb, nc, r);
       float* dst = o + n * r;
-      for (int64_t k = 0; k < r; ++k) {
-        float pv = p00[k] * w00 + p01[k] * w01 + p10[k] * w10 + p11[k] * w11;
-        float lv = l0[k] * (1 - c.fw) + l1[k] * c.fw;
-        dst[k] = pv * lv;
-      }
+      for (int64_t k = 0; k < r; ++k) dst[k] = PlaneValue(pl, c, k) * LineValue(li, c, k);
     }
   });
   return ffi::Error::Success();
@@ -164,38 +168,21 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> plane,
     float* tp = chunk == 0 ? gp : extra[chunk - 1].data();
     float* tl = chunk == 0 ? gl : extra[chunk - 1].data() + plane_size;
     for (int64_t n = begin; n < end; ++n) {
-      Corner c = Locate(uvw + 3 * n, na, nb, nc);
-      const float w00 = (1 - c.fu) * (1 - c.fv), w01 = (1 - c.fu) * c.fv;
-      const float w10 = c.fu * (1 - c.fv), w11 = c.fu * c.fv;
-      const float* p00 = pl + c.c00 * r;
-      const float* p01 = pl + c.c01 * r;
-      const float* p10 = pl + c.c10 * r;
-      const float* p11 = pl + c.c11 * r;
-      const float* l0 = li + c.l0 * r;
-      const float* l1 = li + c.l1 * r;
+      const Corner c = Locate(uvw + 3 * n, na, nb, nc, r);
       const float* gn = g + n * r;
-      float* q00 = tp + c.c00 * r;
-      float* q01 = tp + c.c01 * r;
-      float* q10 = tp + c.c10 * r;
-      float* q11 = tp + c.c11 * r;
-      float* m0 = tl + c.l0 * r;
-      float* m1 = tl + c.l1 * r;
       float du = 0, dv = 0, dw = 0;
       for (int64_t k = 0; k < r; ++k) {
-        float lv = l0[k] * (1 - c.fw) + l1[k] * c.fw;
-        float pv = p00[k] * w00 + p01[k] * w01 + p10[k] * w10 + p11[k] * w11;
-        float a = gn[k] * lv;  // d/d(plane value)
-        float b = gn[k] * pv;  // d/d(line value)
-        q00[k] += a * w00;
-        q01[k] += a * w01;
-        q10[k] += a * w10;
-        q11[k] += a * w11;
-        m0[k] += b * (1 - c.fw);
-        m1[k] += b * c.fw;
+        const float a = gn[k] * LineValue(li, c, k);   // d/d(plane value)
+        const float b = gn[k] * PlaneValue(pl, c, k);  // d/d(line value)
+        for (int q = 0; q < 4; ++q) tp[c.p[q] + k] += a * c.w[q];
+        tl[c.l[0] + k] += b * (1 - c.fw);
+        tl[c.l[1] + k] += b * c.fw;
         if (with_coords) {
-          du += a * ((1 - c.fv) * (p10[k] - p00[k]) + c.fv * (p11[k] - p01[k]));
-          dv += a * ((1 - c.fu) * (p01[k] - p00[k]) + c.fu * (p11[k] - p10[k]));
-          dw += b * (l1[k] - l0[k]);
+          const float p00 = pl[c.p[0] + k], p01 = pl[c.p[1] + k];
+          const float p10 = pl[c.p[2] + k], p11 = pl[c.p[3] + k];
+          du += a * ((1 - c.fv) * (p10 - p00) + c.fv * (p11 - p01));
+          dv += a * ((1 - c.fu) * (p01 - p00) + c.fu * (p11 - p10));
+          dw += b * (li[c.l[1] + k] - li[c.l[0] + k]);
         }
       }
       gc[3 * n] = du;
