@@ -269,13 +269,20 @@ def ray_term(config, weight: float = 1.0, rays: int = 512) -> LossTerm:
     `Objective.extra_terms = [..., @ray_term]`.
 
     A batch of patches samples few places of the scene per step; the rays keep many, while
-    the patches carry the alignment and perceptual terms.
+    the patches carry the alignment and perceptual terms. The rays also carry the per-ray
+    terms of a batch of rays (Config's interlevel and distortion weights): without them the
+    proposal networks would learn only where the patches fall.
     """
     if int(rays) < 1:
         raise UserError(f"ray_term.rays={rays} must be at least 1 (drop @ray_term for none)")
 
     def data(inputs):
-        return losses.data_loss(inputs.extra_outputs["rgb"], inputs.batch["extra_rgb"],
-                                config.data_loss_type, config.charb_padding)
+        out = inputs.extra_outputs
+        value = losses.data_loss(out["rgb"], inputs.batch["extra_rgb"], config.data_loss_type,
+                                 config.charb_padding)
+        value += config.interlevel_loss_mult * losses.interlevel(out["sdist"], out["weights"],
+                                                                 out["prop_levels"])
+        return value + config.distortion_loss_mult * losses.distortion(out["sdist"],
+                                                                       out["weights"])
 
     return LossTerm("rays", data, weight, rays=int(rays))
