@@ -82,7 +82,6 @@ class Training:
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
         self.coarse_rays = None  # independent (coarse) rays beside the patches: plan's, terms'
-
         self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
         # Compiled once per run (they retrace for new shapes only), not at every event.
