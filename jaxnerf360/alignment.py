@@ -22,11 +22,13 @@ pulled towards it. The loss itself is the run's data loss against that aligned t
 pair that matches at the chosen offset costs what the plain loss of the aligned pair costs.
 """
 
+import dataclasses
+
 import gin
 import jax
 import jax.numpy as jnp
 
-from jaxnerf360 import losses
+from jaxnerf360 import losses, objective
 from jaxnerf360.errors import UserError
 from jaxnerf360.objective import LossTerm, stage_gate
 from jaxnerf360.train_step import center_crop
@@ -269,20 +271,19 @@ def ray_term(config, weight: float = 1.0, rays: int = 512) -> LossTerm:
     `Objective.extra_terms = [..., @ray_term]`.
 
     A batch of patches samples few places of the scene per step; the rays keep many, while
-    the patches carry the alignment and perceptual terms. The rays also carry the per-ray
-    terms of a batch of rays (Config's interlevel and distortion weights): without them the
-    proposal networks would learn only where the patches fall.
+    the patches carry the alignment and perceptual terms. The rays carry the objective's own
+    per-ray terms (data, interlevel, distortion, with Config's weights): without the last two
+    the proposal networks would learn only where the patches fall.
     """
     if int(rays) < 1:
         raise UserError(f"ray_term.rays={rays} must be at least 1 (drop @ray_term for none)")
 
+    per_ray = (objective.data_term(config), objective.interlevel_term(config),
+               objective.distortion_term(config))
+
     def data(inputs):
-        out = inputs.extra_outputs
-        value = losses.data_loss(out["rgb"], inputs.batch["extra_rgb"], config.data_loss_type,
-                                 config.charb_padding)
-        value += config.interlevel_loss_mult * losses.interlevel(out["sdist"], out["weights"],
-                                                                 out["prop_levels"])
-        return value + config.distortion_loss_mult * losses.distortion(out["sdist"],
-                                                                       out["weights"])
+        rays = dataclasses.replace(inputs, outputs=inputs.extra_outputs,
+                                   target=inputs.batch["extra_rgb"], pixel_weights=None)
+        return sum(term.weight * term.fn(rays) for term in per_ray)
 
     return LossTerm("rays", data, weight, rays=int(rays))

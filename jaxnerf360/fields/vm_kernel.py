@@ -19,6 +19,7 @@ import threading
 import jax
 import jax.numpy as jnp
 from absl import logging
+from jax.custom_derivatives import SymbolicZero
 
 _SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernels", "vm_cpu.cc")
 _FORWARD, _BACKWARD = "jaxnerf360_vm_forward", "jaxnerf360_vm_backward"
@@ -107,7 +108,7 @@ def _product_fwd(plane, line, coords):
 
 def _product_bwd(res, ct):
     plane, line, coords, with_coords = res
-    if type(ct).__name__ == "SymbolicZero":
+    if isinstance(ct, SymbolicZero):
         ct = jnp.zeros((coords.shape[0], plane.shape[-1]), jnp.float32)
     shapes = (jax.ShapeDtypeStruct(plane.shape, jnp.float32),
               jax.ShapeDtypeStruct(line.shape, jnp.float32),
