@@ -145,6 +145,18 @@ def _resolve_includes(path: str, seen: set) -> None:
             _resolve_includes(found, seen)
 
 
+def variants(base: str, spec: str) -> list:
+    """[(name, files, bindings)] of the base config and each `;`-separated variant of `spec`:
+    the base file plus the variant's `,`-separated parts (a part ending in .gin is a file,
+    anything else a binding); the first entry is the base itself."""
+    out = []
+    for name in ["base"] + spec.split(";"):
+        parts = [] if name == "base" else [p for p in name.split(",") if p]
+        out.append((name, [base] + [p for p in parts if p.endswith(".gin")],
+                    [p for p in parts if not p.endswith(".gin")]))
+    return out
+
+
 def parse_gin(configs, bindings) -> None:
     """Parses gin files and bindings, turning gin's errors into one clear line."""
     import_registering_modules()

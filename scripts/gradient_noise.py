@@ -63,13 +63,9 @@ def signal_to_noise(rows: np.ndarray) -> float:
 def main(argv):
     """Entry point."""
     del argv
-    names = ["base"] + FLAGS.variants.split(";")
     ratios = []
-    for name in names:
-        parts = [] if name == "base" else [p for p in name.split(",") if p]
-        files = [FLAGS.base] + [p for p in parts if p.endswith(".gin")]
-        rows = gradients(files, [p for p in parts if not p.endswith(".gin")], FLAGS.run,
-                         FLAGS.batches)
+    for name, files, bindings in configs.variants(FLAGS.base, FLAGS.variants):
+        rows = gradients(files, bindings, FLAGS.run, FLAGS.batches)
         ratios.append(signal_to_noise(rows))
         print(f"{name:90s} SNR {ratios[-1]:.4f}  / base {ratios[-1] / ratios[0]:.3f}",
               flush=True)

@@ -54,12 +54,11 @@ def _warm(files: list, bindings: list):
 def main(argv):
     """Entry point."""
     del argv
-    names = ["base"] + FLAGS.variants.split(";")
+    specs = configs.variants(FLAGS.base, FLAGS.variants)
+    names = [name for name, _, _ in specs]
     blocks = []
-    for name in names:
-        parts = [] if name == "base" else [p for p in name.split(",") if p]
-        files = [FLAGS.base] + [p for p in parts if p.endswith(".gin")]
-        blocks.append(_warm(files, [p for p in parts if not p.endswith(".gin")]))
+    for name, files, bindings in specs:
+        blocks.append(_warm(files, bindings))
         print(f"compiled: {name}", flush=True)
     times = np.zeros((FLAGS.rounds, len(names)))
     for r in range(FLAGS.rounds):

@@ -30,3 +30,12 @@ def test_config_parses_and_builds(path):
             assert tuple(field.box_max) == tuple(sampler.box_max), "field and sampler boxes differ"
     finally:
         gin.clear_config()
+
+
+def test_variants_split_files_from_bindings_after_the_base():
+    assert configs.variants("base.gin", "a.gin,X.y=1;Z.w='v';b.gin,") == [
+        ("base", ["base.gin"], []),
+        ("a.gin,X.y=1", ["base.gin", "a.gin"], ["X.y=1"]),
+        ("Z.w='v'", ["base.gin"], ["Z.w='v'"]),
+        ("b.gin,", ["base.gin", "b.gin"], []),
+    ]
