@@ -3,7 +3,9 @@
 Every variant is the base config plus more gin files or bindings, as in `step_ratio.py` (`;`
 separates variants, `,` the parts of one). Each draws `--batches` batches of its own kind and
 takes the loss's gradient for each at the same parameters (the latest checkpoint of `--run`,
-which must hold the same model). With g the flattened gradient of one batch, the ratio is
+which must hold the same model). The loss is the run's own objective with its sample buffers
+and the full supervision; configs whose head trains in phases (latent decoders) are not
+covered. With g the flattened gradient of one batch, the ratio is
 
     SNR = |E g|^2 / tr Cov(g),
 
@@ -36,10 +38,10 @@ FLAGS = flags.FLAGS
 def gradients(files: list, bindings: list, run_dir: str, count: int) -> np.ndarray:
     """`[count, P]`: the flattened loss gradient of `count` batches at the run's state."""
     gin.clear_config()
-    configs.parse_gin(files, bindings + [f"Config.checkpoint_dir={run_dir!r}"])
+    configs.parse_gin(files, bindings)
     config = configs.Config()
     run = training.Training(config, load_split(config, "train"), parallel.make_mesh())
-    if not run.restore(checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)):
+    if not run.restore(checkpoints.manager(run_dir, config.checkpoint_keep)):
         raise SystemExit(f"error: no checkpoint in {run_dir}")
     run.start()
     loss_fn = make_loss_fn(run.model, run.cameras, run.supervision, run.objective, config,
