@@ -12,14 +12,13 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-from absl import logging
 
 from jaxnerf360 import parallel, precision, schedules
-from jaxnerf360.errors import UserError
-from jaxnerf360.fields import spectral, vm, wavelet
+from jaxnerf360.fields import spectral, tensorf_settings, vm, wavelet
 from jaxnerf360.fields.base import Field
+from jaxnerf360.fields.tensorf_settings import resolution_schedule
 from jaxnerf360.fields.vm import MODES, resample_factor, vm_components
-from jaxnerf360.geometry import coord, filters, wavelets
+from jaxnerf360.geometry import coord, filters
 from jaxnerf360.objective import LossTerm
 from jaxnerf360.parts import NETWORK, ParamGroup
 
@@ -101,65 +100,14 @@ class TensoRFField(Field):
     separable_appearance = True
 
     def __post_init__(self):
-        _check_training_settings(self)
-        schedules.check_schedule(self.density_blur, "TensoRFField.density_blur")
-        schedules.check_schedule(self.appearance_blur, "TensoRFField.appearance_blur")
-        for name in ("density_ranks", "appearance_ranks", "resolution", "box_min", "box_max"):
-            value = getattr(self, name)
-            if len(value) != 3:
-                raise UserError(f"TensoRFField.{name}={tuple(value)} needs 3 entries, one per "
-                                "(plane, line) pair / axis")
-        for name in ("density_ranks", "appearance_ranks"):
-            if any(int(r) < 1 for r in getattr(self, name)):
-                raise UserError(f"TensoRFField.{name}={tuple(getattr(self, name))} must be "
-                                "positive")
-        if any(int(n) < 2 for n in self.resolution):
-            raise UserError(f"TensoRFField.resolution={tuple(self.resolution)} needs at least 2 "
-                            "grid points per axis")
-        steps = [int(t) for t in self.upsample_steps]
-        if any(t <= 0 for t in steps) or list(steps) != sorted(set(steps)):
-            raise UserError(f"TensoRFField.upsample_steps={tuple(self.upsample_steps)} must be "
-                            "positive and strictly increasing")
-        if self.final_resolution is not None and steps:
-            final = tuple(int(n) for n in self.final_resolution)
-            if len(final) != 3 or any(final[i] < int(self.resolution[i]) for i in range(3)):
-                raise UserError(f"TensoRFField.final_resolution={tuple(self.final_resolution)} "
-                                f"must have 3 entries, each at least resolution="
-                                f"{tuple(self.resolution)}: the schedule only grows the grid")
-        if self.plane_coding not in ("spatial", "wavelet"):
-            raise UserError(f"TensoRFField.plane_coding={self.plane_coding!r} is unknown; use "
-                            "'spatial' or 'wavelet'")
+        tensorf_settings.check(self)
         if self.plane_coding == "wavelet":
-            self._round_for_wavelets()
-        if self.density_activation not in ("softplus", "relu"):
-            raise UserError(f"TensoRFField.density_activation={self.density_activation!r} is "
-                            "unknown; use 'softplus' or 'relu'")
-        size = [hi - lo for lo, hi in zip(self.box_min, self.box_max, strict=True)]
-        if any(s <= 0 for s in size):
-            raise UserError(f"TensoRFField box {tuple(self.box_min)} to {tuple(self.box_max)} "
-                            "has a non-positive size; box_max must exceed box_min on every axis")
+            object.__setattr__(self, "resolution", tensorf_settings.wavelet_resolution(self))
         super().__post_init__()
-
-    def _round_for_wavelets(self):
-        from jaxnerf360.fields.wavelet import level_divisors
-
-        if not 1 <= int(self.wavelet_levels) <= 4:
-            raise UserError(f"TensoRFField.wavelet_levels={self.wavelet_levels} must be 1 to 4")
-        if int(self.quantize_bits) not in (0, *range(2, 9)):
-            raise UserError(f"TensoRFField.quantize_bits={self.quantize_bits} must be 2 to 8, "
-                            "or 0 for no quantisation")
-        wavelets.filter_bank(self.wavelet, "TensoRFField.wavelet")  # fails here, at start-up
-        level_divisors(int(self.wavelet_levels), self.level_divisors)
-        rounded = self.round_resolution(self.resolution)
-        if rounded != tuple(int(n) for n in self.resolution):
-            _log_rounding(tuple(self.resolution), rounded, self.wavelet_levels)
-            object.__setattr__(self, "resolution", rounded)
 
     def round_resolution(self, resolution) -> tuple:
         """`resolution` as the field stores it: multiples of 2^levels for wavelet planes."""
-        if self.plane_coding != "wavelet":
-            return tuple(int(n) for n in resolution)
-        return tuple(wavelets.round_size(int(n), int(self.wavelet_levels)) for n in resolution)
+        return tensorf_settings.round_resolution(self, resolution)
 
     # --- what the field declares to the other stages (fields/base.py) ---
 
@@ -377,46 +325,7 @@ class TensoRFField(Field):
         return out
 
 
-_ROUNDING_LOGGED: set = set()
-
-
-def _log_rounding(requested, rounded, levels) -> None:
-    """Logs once per (requested, rounded) pair that a grid size was rounded for wavelets."""
-    if (requested, rounded) not in _ROUNDING_LOGGED:
-        _ROUNDING_LOGGED.add((requested, rounded))
-        logging.info("TensoRFField: grid %s rounded to %s (divisible by 2^%d for the wavelet "
-                     "levels)", requested, rounded, levels)
-
-
-def _check_training_settings(field) -> None:
-    """One clear line for a bad learning rate or regulariser weight of the grid factors."""
-    if not (field.grid_lr_init > 0 and field.grid_lr_final > 0):
-        raise UserError(f"TensoRFField.grid_lr_init/grid_lr_final must be positive, got "
-                        f"{field.grid_lr_init!r}, {field.grid_lr_final!r}")
-    for name in ("l1_density_mult", "tv_density_mult", "tv_appearance_mult", "mask_loss_mult"):
-        value = getattr(field, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise UserError(f"TensoRFField.{name}={value!r} must be a non-negative number")
-    if field.mask_loss_mult > 0 and field.plane_coding != "wavelet":
-        raise UserError("TensoRFField.mask_loss_mult > 0 needs masked wavelet planes "
-                        "(TensoRFField.plane_coding = 'wavelet'); set it to 0 for this field")
-
-
 def _plane_mode(name: str) -> int | None:
     """The mode m of a plane or plane-mask parameter name (`..._plane_m`), else None."""
     match = re.search(r"_plane(?:mask)?_(\d)$", name)
     return int(match.group(1)) if match else None
-
-
-def resolution_schedule(field: "TensoRFField") -> list:
-    """[(step, (nx, ny, nz))]: `vm.upsampling_schedule` of the field, sizes as it stores them."""
-    if field.final_resolution is None or not field.upsample_steps:
-        return []
-    out = []
-    for step, res in vm.upsampling_schedule(field.resolution, field.final_resolution,
-                                            field.upsample_steps):
-        stored = field.round_resolution(res)
-        if stored != res:
-            _log_rounding(res, stored, field.wavelet_levels)
-        out.append((step, stored))
-    return out
