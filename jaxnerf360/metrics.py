@@ -56,6 +56,15 @@ def psnr_between(img0, img1) -> float:
         return float(mse_to_psnr(np.mean(diff**2)))
 
 
+def upsampled_psnr(coarse, truth) -> float:
+    """PSNR of `coarse [h, w, 3]` bilinearly upsampled to `truth [h k, w k, 3]`, clipped to
+    [0, 1]: how close an image on a grid k times coarser comes to the full-resolution one."""
+    h, w = truth.shape[:2]
+    big = jax.image.resize(jnp.asarray(coarse, jnp.float32), (h, w, coarse.shape[-1]),
+                           "linear")
+    return psnr_between(np.clip(np.asarray(big), 0.0, 1.0), truth)
+
+
 @jax.jit
 def _ssim(img0, img1):
     """dm_pix SSIM with the standard settings, compiled once per image shape."""

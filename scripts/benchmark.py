@@ -20,6 +20,8 @@ devices with XLA_FLAGS=--xla_force_host_platform_device_count=4):
 Quality: train with the config for its Config.max_steps on lego at factor 8 (100x100, from
 ../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
     python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
+A latent run's figures also hold its autoencoder's round trip and its colour branch's PSNR
+(`colour_branch`); for trained latent runs alone: --runs=A,B --latent_figures.
 """
 
 import json
@@ -44,6 +46,8 @@ flags.DEFINE_bool("psnr", False, "Also train for Config.max_steps and report tes
 flags.DEFINE_string("out", None, "Write the figures as JSON here too.")
 flags.DEFINE_list("runs", None, "Trained run directories to time side by side.")
 flags.DEFINE_string("keep_run", None, "With --psnr: train into this directory and keep it.")
+flags.DEFINE_bool("latent_figures", False, "With --runs: each trained latent run's autoencoder "
+                  "round trip and colour-branch PSNR instead of its speed.")
 flags.DEFINE_bool("lpips", False, "With --psnr: also the mean test LPIPS (Config.lpips_net).")
 flags.DEFINE_string("mesh_shapes", None, "Space-separated data,model mesh shapes to time "
                     "side by side (e.g. '4,1 2,2').")
@@ -236,6 +240,41 @@ def autoencoder_ceiling(config):
                           for d, t in zip(decoded, truth, strict=True)]))
 
 
+def colour_branch(config):
+    """A latent run's mean test PSNR of its field's own colours (on the latent grid, upsampled
+    k times), and of the ground truth averaged over k x k blocks and upsampled alike (what any
+    image on that grid reaches); None for a run without a colour branch."""
+    from jaxnerf360 import metrics
+    from jaxnerf360.latent_training import block_mean
+
+    scene = load_split(config, "test")
+    mesh = parallel.make_mesh()
+    model, state = training.load_trained(config, scene, mesh)
+    renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
+    branch, bound = [], []
+    for i in range(scene.num_images):
+        out = renderer.image(state, scene_view(scene, i))
+        if "field_rgb" not in out:
+            return None
+        truth = np.asarray(scene.images[i][..., :3], np.float32)[:out["rgb"].shape[0],
+                                                                 :out["rgb"].shape[1]]
+        k = truth.shape[0] // out["field_rgb"].shape[0]
+        branch.append(metrics.upsampled_psnr(np.asarray(out["field_rgb"]), truth))
+        bound.append(metrics.upsampled_psnr(block_mean(truth[None], k)[0], truth))
+    return {"colour_branch_psnr": float(np.mean(branch)),
+            "coarse_truth_psnr": float(np.mean(bound))}
+
+
+def latent_figures(run: str) -> dict:
+    """The autoencoder round trip and colour-branch figures of the trained run `run`."""
+    import gin
+
+    gin.clear_config()
+    config = configs.load(checkpoint_dir=run)
+    return {"run": run, "autoencoder_round_trip_psnr": autoencoder_ceiling(config),
+            **(colour_branch(config) or {})}
+
+
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
@@ -273,6 +312,7 @@ def quality(config) -> dict:
         timer.active = False
         metrics = eval_lib.evaluate(config)
         ceiling = autoencoder_ceiling(config)
+        branch = colour_branch(config) if ceiling is not None else None
     out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
            "train_compile_seconds": timer.seconds, "train_compilations_over_1s": timer.long,
            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
@@ -281,6 +321,8 @@ def quality(config) -> dict:
         out["test_lpips"] = metrics["lpips"]
     if ceiling is not None:
         out["autoencoder_round_trip_psnr"] = ceiling
+    if branch is not None:  # the latent field's colour branch, and what its grid allows
+        out.update(branch)
     if metrics.get("rcc") is not None:  # reprojective colour consistency of the render path
         out["rcc"] = metrics["rcc"]
     if "poses" in metrics:  # joint pose optimisation: errors before and after
@@ -292,7 +334,11 @@ def main(argv):
     """Entry point."""
     del argv
     if FLAGS.runs:
-        result = compare_runs(FLAGS.runs)
+        if FLAGS.latent_figures:
+            result = {"runs": [latent_figures(run) for run in FLAGS.runs]}
+            print(json.dumps(result, indent=2))
+        else:
+            result = compare_runs(FLAGS.runs)
         if FLAGS.out:
             with open(FLAGS.out, "w", encoding="utf-8") as f:
                 f.write(json.dumps(result, indent=2, default=float))

@@ -121,3 +121,18 @@ def test_evaluate_image(lpips_alex):
     assert out["ssim"] == pytest.approx(scipy_ssim(clipped, gt), abs=1e-4)
     assert out["lpips"] > 0
     assert set(metrics.evaluate_image(pred, gt)) == {"psnr", "ssim"}
+
+
+def test_upsampled_psnr_against_closed_forms():
+    """A coarse image whose bilinear upsampling is the truth scores exactly that; a constant
+    error d scores -10 log10(d^2); and the result does not depend on k otherwise."""
+    from jaxnerf360.metrics import upsampled_psnr
+
+    flat = np.full((4, 5, 3), 0.25, np.float32)
+    assert upsampled_psnr(flat, np.full((16, 20, 3), 0.25, np.float32)) == np.inf
+    for k in (2, 4):
+        got = upsampled_psnr(flat, np.full((4 * k, 5 * k, 3), 0.35, np.float32))
+        np.testing.assert_allclose(got, -10 * np.log10(0.1**2), atol=1e-4)
+    ramp = np.linspace(0, 1, 8, dtype=np.float32)[None, :, None] * np.ones((8, 1, 3), np.float32)
+    coarse = ramp[::2, ::2]  # a ramp sampled at every other pixel: not the ramp's upsampling
+    assert 20 < upsampled_psnr(coarse, ramp) < np.inf
