@@ -21,7 +21,7 @@ Quality: train with the config for its Config.max_steps on lego at factor 8 (100
 ../shared/data), then report the mean test PSNR over the 13 held-out views and the wall time:
     python scripts/benchmark.py --gin_configs=configs/lego_cpu.gin --psnr
 A latent run's figures also hold its autoencoder's round trip and its colour branch's PSNR
-(`colour_branch`); for trained latent runs alone: --runs=A,B --latent_figures.
+(`latent_figures`); for trained latent runs alone: --runs=A,B --latent_figures.
 """
 
 import json
@@ -224,55 +224,44 @@ def compare_runs(run_dirs) -> dict:
     return {"runs": rows}
 
 
-def autoencoder_ceiling(config):
-    """Mean PSNR of the test images through the trained run's autoencoder (encoder, then
-    decoder; the centre the decoder leaves), or None for a run without one."""
+def latent_figures(config) -> dict | None:
+    """A latent run's mean test PSNR through its autoencoder (encoder, then decoder; the centre
+    the decoder leaves), of its field's own colours (on the latent grid, upsampled k times),
+    and of the ground truth averaged over k x k blocks and upsampled alike (what any image on
+    that grid reaches); None for a run without an autoencoder."""
     from jaxnerf360 import latent_training, metrics
     from jaxnerf360.model import ENCODER
 
     scene = load_split(config, "test")
-    model, state = training.load_trained(config, scene, parallel.make_mesh())
+    mesh = parallel.make_mesh()
+    model, state = training.load_trained(config, scene, mesh)
     if ENCODER not in model.parts():
         return None
     decoded, truth = latent_training.round_trip(model, training.Training.model_params(state),
                                                 scene.images)
-    return float(np.mean([metrics.psnr_between(np.clip(d, 0, 1), t)
-                          for d, t in zip(decoded, truth, strict=True)]))
-
-
-def colour_branch(config):
-    """A latent run's mean test PSNR of its field's own colours (on the latent grid, upsampled
-    k times), and of the ground truth averaged over k x k blocks and upsampled alike (what any
-    image on that grid reaches); None for a run without a colour branch."""
-    from jaxnerf360 import metrics
-    from jaxnerf360.latent_training import block_mean
-
-    scene = load_split(config, "test")
-    mesh = parallel.make_mesh()
-    model, state = training.load_trained(config, scene, mesh)
+    out = {"autoencoder_round_trip_psnr": float(np.mean([
+        metrics.psnr_between(np.clip(d, 0, 1), t) for d, t in zip(decoded, truth, strict=True)]))}
     renderer = Renderer(model, mesh, config.background, config.render_chunk_size)
     branch, bound = [], []
     for i in range(scene.num_images):
-        out = renderer.image(state, scene_view(scene, i))
-        if "field_rgb" not in out:
-            return None
-        truth = np.asarray(scene.images[i][..., :3], np.float32)[:out["rgb"].shape[0],
-                                                                 :out["rgb"].shape[1]]
-        k = truth.shape[0] // out["field_rgb"].shape[0]
-        branch.append(metrics.upsampled_psnr(np.asarray(out["field_rgb"]), truth))
-        bound.append(metrics.upsampled_psnr(block_mean(truth[None], k)[0], truth))
-    return {"colour_branch_psnr": float(np.mean(branch)),
+        image = renderer.image(state, scene_view(scene, i))
+        if "field_rgb" not in image:  # no colour branch
+            return out
+        truth = np.asarray(scene.images[i][..., :3], np.float32)[:image["rgb"].shape[0],
+                                                                 :image["rgb"].shape[1]]
+        k = truth.shape[0] // image["field_rgb"].shape[0]
+        branch.append(metrics.upsampled_psnr(np.asarray(image["field_rgb"]), truth))
+        bound.append(metrics.upsampled_psnr(latent_training.block_mean(truth[None], k)[0], truth))
+    return {**out, "colour_branch_psnr": float(np.mean(branch)),
             "coarse_truth_psnr": float(np.mean(bound))}
 
 
-def latent_figures(run: str) -> dict:
-    """The autoencoder round trip and colour-branch figures of the trained run `run`."""
+def run_latent_figures(run: str) -> dict:
+    """`latent_figures` of the trained run in directory `run`, with its own config.gin."""
     import gin
 
     gin.clear_config()
-    config = configs.load(checkpoint_dir=run)
-    return {"run": run, "autoencoder_round_trip_psnr": autoencoder_ceiling(config),
-            **(colour_branch(config) or {})}
+    return {"run": run, **(latent_figures(configs.load(checkpoint_dir=run)) or {})}
 
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -311,18 +300,15 @@ def quality(config) -> dict:
         train_seconds = time.perf_counter() - t0
         timer.active = False
         metrics = eval_lib.evaluate(config)
-        ceiling = autoencoder_ceiling(config)
-        branch = colour_branch(config) if ceiling is not None else None
+        latent = latent_figures(config)
     out = {"max_steps": config.max_steps, "train_seconds": train_seconds,
            "train_compile_seconds": timer.seconds, "train_compilations_over_1s": timer.long,
            "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
            "num_test_views": metrics["num_images"]}
     if metrics.get("lpips") is not None:
         out["test_lpips"] = metrics["lpips"]
-    if ceiling is not None:
-        out["autoencoder_round_trip_psnr"] = ceiling
-    if branch is not None:  # the latent field's colour branch, and what its grid allows
-        out.update(branch)
+    if latent is not None:  # the autoencoder, the colour branch, and what its grid allows
+        out.update(latent)
     if metrics.get("rcc") is not None:  # reprojective colour consistency of the render path
         out["rcc"] = metrics["rcc"]
     if "poses" in metrics:  # joint pose optimisation: errors before and after
@@ -335,7 +321,7 @@ def main(argv):
     del argv
     if FLAGS.runs:
         if FLAGS.latent_figures:
-            result = {"runs": [latent_figures(run) for run in FLAGS.runs]}
+            result = {"runs": [run_latent_figures(run) for run in FLAGS.runs]}
             print(json.dumps(result, indent=2))
         else:
             result = compare_runs(FLAGS.runs)

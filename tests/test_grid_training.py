@@ -10,7 +10,8 @@ from jaxnerf360 import configs, parallel, rendering, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.errors import UserError
-from jaxnerf360.fields.tensorf import TensoRFField, resolution_schedule
+from jaxnerf360.fields.tensorf import TensoRFField
+from jaxnerf360.fields.tensorf_settings import resolution_schedule
 from jaxnerf360.fields.vm import resample_factors
 from jaxnerf360.objective import LossInputs
 from jaxnerf360.train_step import batch_dict, resized

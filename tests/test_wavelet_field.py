@@ -199,7 +199,7 @@ def test_wavelet_settings_are_checked_at_start_up():
     with pytest.raises(UserError, match="quantize_bits"):
         _wavelet_field(quantize_bits=12)
     assert _wavelet_field(resolution=(15, 17, 8)).resolution == (16, 16, 8)
-    from jaxnerf360.fields.tensorf import resolution_schedule
+    from jaxnerf360.fields.tensorf_settings import resolution_schedule
 
     grown = _wavelet_field(resolution=(16, 16, 16), upsample_steps=(10, 20),
                            final_resolution=(50, 50, 50))

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from jaxnerf360 import parallel, precision, schedules
 from jaxnerf360.fields import spectral, tensorf_settings, vm, wavelet
 from jaxnerf360.fields.base import Field
-from jaxnerf360.fields.tensorf_settings import resolution_schedule
 from jaxnerf360.fields.vm import MODES, resample_factor, vm_components
 from jaxnerf360.geometry import coord, filters
 from jaxnerf360.objective import LossTerm
@@ -162,8 +161,8 @@ class TensoRFField(Field):
         return tuple(int(n) for n in self.resolution)
 
     def resolution_schedule(self) -> list:
-        """[(step, (nx, ny, nz))] of the upsampling schedule (see `resolution_schedule`)."""
-        return resolution_schedule(self)
+        """[(step, (nx, ny, nz))] of the upsampling schedule (`tensorf_settings`)."""
+        return tensorf_settings.resolution_schedule(self)
 
     def resize_leaf(self, path: tuple, value, resolution, moment: bool = False):
         """Factors and masks (and their moments) resampled; networks unchanged."""
