@@ -56,9 +56,16 @@ def map_rays(fn, rays, chunk: int, multiple: int = 1):
 
 
 def round_capacity(needed: int, total: int) -> int | None:
-    """A buffer size >= needed, rounded up to 1/32 of `total` (None: no smaller than total)."""
-    quantum = max(1, -(-total // 32))
-    capacity = max(quantum, -(-needed // quantum) * quantum)
+    """A buffer size >= needed (None: no smaller than `total`), rounded up to a sixteenth of
+    the largest power of two not above it.
+
+    Sixteen sizes per doubling: at most 1/16 of padding evaluated as work, and few distinct
+    sizes, so few compiled steps. (Rounding to 1/32 of all samples left the trained TensoRF
+    step's colour buffer 22% larger than its fullest batch; BENCHMARKS.md.)
+    """
+    needed = max(int(needed), 1)
+    quantum = max(1, (1 << (needed.bit_length() - 1)) // 16)
+    capacity = -(-needed // quantum) * quantum
     return None if capacity >= total else capacity
 
 

@@ -179,11 +179,17 @@ class Training:
         batch could no longer be drawn while the device computes.
         """
         step = int(self.state.step) if step is None else step
-        recompile = False
+        recompile, applied = False, False
         for event in self.events:
             if step in event.steps:
                 self.state = event.apply(self, self.state)
                 recompile |= event.recompile
+                applied = True
+        if applied:
+            # Laid out as the step lays out its output: an array the event made outside the
+            # step (an occupancy grid) would otherwise compile the step twice, for its own
+            # layout and then for the step's.
+            self.state = self.placed(self.state)
         if recompile:  # the events changed what the buffers hold: sized afresh
             self.step = self._current_step()
         elif self._grow:

@@ -164,6 +164,17 @@ def test_pos_enc_at_high_degrees_matches_float64():
     np.testing.assert_allclose(ipe, want, atol=1e-6)
 
 
+def test_pos_enc_without_reduction_matches_float64_at_low_degrees():
+    # The TensoRF colour MLP's encoding of its features (degrees 0 and 1, any magnitude a
+    # network may give them) takes XLA's sines as they are.
+    x = (np.random.default_rng(3).uniform(-1, 1, (400, 27)) * 1e3).astype(np.float32)
+    scaled = (x.astype(np.float64)[..., None, :] * 2.0 ** np.arange(2)[:, None]).reshape(400, -1)
+    want = np.concatenate([np.sin(scaled), np.cos(scaled)], -1)
+    got = jax.jit(lambda v: coord.pos_enc(v, 0, 2, append_identity=False,
+                                          reduce_angles=False))(jnp.asarray(x))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_integrated_pos_enc_matches_monte_carlo():
     rng = np.random.default_rng(6)
     mean = rng.normal(size=(3, 2))

@@ -64,3 +64,10 @@ def test_step_cache_builds_each_setting_once():
     assert cache.get(capacity=64, spectral=True) != a
     assert len(cache) == 2 and built == [{"capacity": None, "spectral": True},
                                          {"capacity": 64, "spectral": True}]
+
+
+def test_buffer_sizes_pad_at_most_a_sixteenth_with_sixteen_sizes_per_doubling():
+    for n in range(1, 5000):
+        assert n <= events.round_capacity(n, 10**6) <= n * 17 / 16
+    assert len({events.round_capacity(n, 10**6) for n in range(2049, 4097)}) == 16
+    assert events.round_capacity(999_999, 10**6) is None  # no smaller than all samples

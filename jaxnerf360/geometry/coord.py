@@ -90,16 +90,22 @@ def sines_and_cosines(angles):
     return jnp.sin(reduce_angle(jnp.concatenate([angles, angles], axis=-1)) + shift)
 
 
-def pos_enc(x, min_deg, max_deg, append_identity=True):
+def pos_enc(x, min_deg, max_deg, append_identity=True, reduce_angles=True):
     """Sinusoidal encoding `[..., d] -> [..., d*2*(max_deg-min_deg) (+ d)]` of 2^l x.
 
     Features are [sin(2^l x_i) for l, i] then [cos(2^l x_i) for l, i], l in
-    [min_deg, max_deg); with append_identity, x itself comes first.
+    [min_deg, max_deg); with append_identity, x itself comes first. Without
+    `reduce_angles` the angles go to XLA's sin and cos as they are, as in TensoRF: for the
+    low degrees of small inputs, where the exact reduction (`sines_and_cosines`) is not
+    needed and costs a TensoRF step more than a tenth of its time (BENCHMARKS.md).
     """
     x = jnp.asarray(x)
     scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)
     scaled = jnp.reshape(x[..., None, :] * scales[:, None], x.shape[:-1] + (-1,))
-    feats = sines_and_cosines(scaled)
+    if reduce_angles:
+        feats = sines_and_cosines(scaled)
+    else:
+        feats = jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
     if append_identity:
         return jnp.concatenate([x, feats], axis=-1)
     return feats
