@@ -71,3 +71,19 @@ def test_buffer_sizes_pad_at_most_a_sixteenth_with_sixteen_sizes_per_doubling():
         assert n <= events.round_capacity(n, 10**6) <= n * 17 / 16
     assert len({events.round_capacity(n, 10**6) for n in range(2049, 4097)}) == 16
     assert events.round_capacity(999_999, 10**6) is None  # no smaller than all samples
+
+
+def test_a_rebuilt_occupancy_grid_does_not_compile_the_step_twice(synthetic_dir):
+    # The rebuilt grid comes out of a function of its own; laid out as the step lays out its
+    # output, the steps after the rebuild reuse one compilation.
+    config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"],
+                     "Config.batch_size = 128", "OccupancySampler.update_steps = (2,)",
+                     "OccupancySampler.threshold = 1e-3")
+    mesh = parallel.make_mesh()
+    run = training.setup(config, load_split(config, "train"), mesh)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    for _ in range(5):
+        run.before_step()
+        run.state, _ = run.step(run.state, run.next_batch(), key)
+    assert int(run.state.step) == 5
+    assert run.step._jitted._cache_size() == 1

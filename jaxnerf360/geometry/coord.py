@@ -97,7 +97,7 @@ def pos_enc(x, min_deg, max_deg, append_identity=True, reduce_angles=True):
     [min_deg, max_deg); with append_identity, x itself comes first. Without
     `reduce_angles` the angles go to XLA's sin and cos as they are, as in TensoRF: for the
     low degrees of small inputs, where the exact reduction (`sines_and_cosines`) is not
-    needed and costs a TensoRF step more than a tenth of its time (BENCHMARKS.md).
+    needed and cost a TensoRF step 4-17% of its time (BENCHMARKS.md).
     """
     x = jnp.asarray(x)
     scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)
