@@ -139,7 +139,7 @@ def estimate_capacity(count, batches, at_least: int = 0) -> int | None:
     """A static buffer size for the counted samples of training batches like `batches`.
 
     `count(rays) -> (counted, total)`. The fullest probe batch (or `at_least`, if more) plus
-    a margin, rounded up to 1/32 of all samples; None when nearly every sample counts.
+    a margin, rounded by `round_capacity`; None when nearly every sample counts.
     """
     worst, total = at_least, 1
     for rays in batches:
