@@ -75,7 +75,7 @@ class GridResize(Event):
     def apply(self, run, state):
         resolution = self.resolutions[int(state.step)]
         log_change("grid upsampled", int(state.step), f"resolution {resolution}")
-        return run.placed(resized(state, run.field, resolution))
+        return resized(state, run.field, resolution)  # laid out on the mesh by before_step
 
 
 class PhaseStart(Event):

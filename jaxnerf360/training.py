@@ -186,9 +186,9 @@ class Training:
                 recompile |= event.recompile
                 applied = True
         if applied:
-            # Laid out as the step lays out its output: an array the event made outside the
-            # step (an occupancy grid) would otherwise compile the step twice, for its own
-            # layout and then for the step's.
+            # Laid out as the step lays out its output: resized factors need their shardings,
+            # and an array an event made outside the step (an occupancy grid) would otherwise
+            # compile the step twice, for its own layout and then for the step's.
             self.state = self.placed(self.state)
         if recompile:  # the events changed what the buffers hold: sized afresh
             self.step = self._current_step()

@@ -247,11 +247,12 @@ def latent_figures(config) -> dict | None:
         image = renderer.image(state, scene_view(scene, i))
         if "field_rgb" not in image:  # no colour branch
             return out
-        truth = np.asarray(scene.images[i][..., :3], np.float32)[:image["rgb"].shape[0],
-                                                                 :image["rgb"].shape[1]]
-        k = truth.shape[0] // image["field_rgb"].shape[0]
-        branch.append(metrics.upsampled_psnr(np.asarray(image["field_rgb"]), truth))
-        bound.append(metrics.upsampled_psnr(latent_training.block_mean(truth[None], k)[0], truth))
+        target = np.asarray(scene.images[i][..., :3], np.float32)[:image["rgb"].shape[0],
+                                                                  :image["rgb"].shape[1]]
+        k = target.shape[0] // image["field_rgb"].shape[0]
+        branch.append(metrics.upsampled_psnr(np.asarray(image["field_rgb"]), target))
+        bound.append(metrics.upsampled_psnr(latent_training.block_mean(target[None], k)[0],
+                                            target))
     return {**out, "colour_branch_psnr": float(np.mean(branch)),
             "coarse_truth_psnr": float(np.mean(bound))}
 
