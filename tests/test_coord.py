@@ -131,18 +131,30 @@ def test_pos_enc_basic_properties():
     assert coord.pos_enc(x, 0, 0, append_identity=False).shape == (2, 4, 0)
 
 
-@pytest.mark.parametrize("magnitude", [3.0, 300.0, 1e4, 3e5])
-def test_reduced_angles_give_float64_sin_and_cos(magnitude):
-    """The angle reduction loses nothing but float32 rounding of the result: ~1 ulp of pi."""
-    x = (np.random.default_rng(0).uniform(-1, 1, 20000) * magnitude).astype(np.float32)
+@pytest.mark.parametrize("magnitude", [3.0, 300.0, 1e4, 1e5, 4e5])
+def test_sin_cos_match_float64(magnitude):
+    """Quarter-turn reduction and polynomials: float32 rounding of the result, at any angle."""
+    x = (np.random.default_rng(0).uniform(-1, 1, 200000) * magnitude).astype(np.float32)
+    x[:4] = [0.0, np.float32(np.pi / 4), np.float32(-np.pi / 2), np.float32(3 * np.pi / 4)]
     exact = x.astype(np.float64)
-    turned = jax.jit(safe_math.reduce_angle)(jnp.asarray(x))
-    # Within [-pi, pi] but for the float32 rounding of x / 2 pi (each of its two roundings
-    # moves the result by up to 2^-24 |x| radians): allow twice their sum.
-    assert np.abs(np.asarray(turned)).max() <= np.pi + 2.0**-22 * magnitude
-    np.testing.assert_allclose(jnp.sin(turned), np.sin(exact), atol=5e-7)
-    np.testing.assert_allclose(jnp.cos(turned), np.cos(exact),
-                               atol=5e-7)
+    # Compiled, XLA may fuse the reduction's products into multiply-adds; op by op it does not.
+    for fn in (jax.jit(safe_math.sin_cos), safe_math.sin_cos):
+        sin, cos = fn(jnp.asarray(x))
+        np.testing.assert_allclose(sin, np.sin(exact), atol=2e-7, rtol=0)
+        np.testing.assert_allclose(cos, np.cos(exact), atol=2e-7, rtol=0)
+
+
+def test_sin_cos_derivatives_are_cos_and_minus_sin():
+    x = jnp.linspace(-50.0, 50.0, 1001)
+    d_sin = jax.vmap(jax.grad(lambda v: safe_math.sin_cos(v)[0]))(x)
+    d_cos = jax.vmap(jax.grad(lambda v: safe_math.sin_cos(v)[1]))(x)
+    exact = np.asarray(x, np.float64)
+    np.testing.assert_allclose(d_sin, np.cos(exact), atol=2e-7, rtol=0)
+    np.testing.assert_allclose(d_cos, -np.sin(exact), atol=2e-7, rtol=0)
+    # And against central differences of the float64 functions the polynomial stands for.
+    h = 1e-4
+    np.testing.assert_allclose(d_sin, (np.sin(exact + h) - np.sin(exact - h)) / (2 * h),
+                               atol=1e-6, rtol=0)
 
 
 def test_sines_and_cosines_match_float64_halves():
@@ -164,14 +176,13 @@ def test_pos_enc_at_high_degrees_matches_float64():
     np.testing.assert_allclose(ipe, want, atol=1e-6)
 
 
-def test_pos_enc_without_reduction_matches_float64_at_low_degrees():
+def test_pos_enc_of_large_inputs_matches_float64_at_low_degrees():
     # The TensoRF colour MLP's encoding of its features (degrees 0 and 1, any magnitude a
-    # network may give them) takes XLA's sines as they are.
+    # network may give them).
     x = (np.random.default_rng(3).uniform(-1, 1, (400, 27)) * 1e3).astype(np.float32)
     scaled = (x.astype(np.float64)[..., None, :] * 2.0 ** np.arange(2)[:, None]).reshape(400, -1)
     want = np.concatenate([np.sin(scaled), np.cos(scaled)], -1)
-    got = jax.jit(lambda v: coord.pos_enc(v, 0, 2, append_identity=False,
-                                          reduce_angles=False))(jnp.asarray(x))
+    got = jax.jit(lambda v: coord.pos_enc(v, 0, 2, append_identity=False))(jnp.asarray(x))
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 

@@ -310,14 +310,10 @@ class TensoRFField(Field):
         feats = precision.dense(self.app_dim, use_bias=False, name="basis")(comps)
         dirs = jnp.broadcast_to(viewdirs[..., None, :], batch + (3,)).reshape(-1, 3)
         x = [feats, dirs]
-        # The features and directions are small and their degrees low: XLA's own angle
-        # reduction is exact enough there (TensoRF takes torch's sines as they are).
         if self.feature_pe > 0:
-            x.append(coord.pos_enc(feats, 0, self.feature_pe, append_identity=False,
-                                   reduce_angles=False))
+            x.append(coord.pos_enc(feats, 0, self.feature_pe, append_identity=False))
         if self.view_pe > 0:
-            x.append(coord.pos_enc(dirs, 0, self.view_pe, append_identity=False,
-                                   reduce_angles=False))
+            x.append(coord.pos_enc(dirs, 0, self.view_pe, append_identity=False))
         x = jnp.concatenate(x, -1)
         x = nn.relu(precision.dense(self.mlp_width)(x))
         x = nn.relu(precision.dense(self.mlp_width)(x))

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnerf360.errors import UserError
-from jaxnerf360.geometry.safe_math import reduce_angle
+from jaxnerf360.geometry.safe_math import sin_cos
 
 
 def contract(x):
@@ -78,34 +78,28 @@ def contract_gaussians(mean, cov):
 
 
 def sines_and_cosines(angles):
-    """`[sin(angles), cos(angles)]` `[..., 2d]` of float32 `angles [..., d]`, to float32 rounding.
+    """`[sin(angles), cos(angles)]` `[..., 2d]` of `angles [..., d]`, to float32 rounding."""
+    return jnp.concatenate(sin_cos(angles), axis=-1)
 
-    cos(a) = sin(a + pi/2), with the shift added after the exact angle reduction (added to a
-    large float32 angle, it would round away up to half an ulp of it). The doubled array is
-    reduced, not its half: XLA fuses that better, and the lego_cpu train step ran 8% faster
-    (BENCHMARKS.md, lock-step timing).
+
+def _by_degrees(x, min_deg, max_deg, base):
+    """`[base^l x_i for l, i]` `[..., d*L]` of `x [..., d]`, l in [min_deg, max_deg), L terms.
+
+    Slices concatenated, not a broadcast reshaped: XLA:CPU fused that reshape's index
+    arithmetic into the sines that follow and ran them at a fifth of the speed (BENCHMARKS.md).
     """
-    d = angles.shape[-1]
-    shift = jnp.concatenate([jnp.zeros(d, angles.dtype), jnp.full(d, 0.5 * jnp.pi, angles.dtype)])
-    return jnp.sin(reduce_angle(jnp.concatenate([angles, angles], axis=-1)) + shift)
+    return jnp.concatenate([x * float(base) ** deg for deg in range(min_deg, max_deg)]
+                           or [x[..., :0]], axis=-1)
 
 
-def pos_enc(x, min_deg, max_deg, append_identity=True, reduce_angles=True):
+def pos_enc(x, min_deg, max_deg, append_identity=True):
     """Sinusoidal encoding `[..., d] -> [..., d*2*(max_deg-min_deg) (+ d)]` of 2^l x.
 
     Features are [sin(2^l x_i) for l, i] then [cos(2^l x_i) for l, i], l in
-    [min_deg, max_deg); with append_identity, x itself comes first. Without
-    `reduce_angles` the angles go to XLA's sin and cos as they are, as in TensoRF: for the
-    low degrees of small inputs, where the exact reduction (`sines_and_cosines`) is not
-    needed and cost a TensoRF step 4-17% of its time (BENCHMARKS.md).
+    [min_deg, max_deg); with append_identity, x itself comes first.
     """
     x = jnp.asarray(x)
-    scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)
-    scaled = jnp.reshape(x[..., None, :] * scales[:, None], x.shape[:-1] + (-1,))
-    if reduce_angles:
-        feats = sines_and_cosines(scaled)
-    else:
-        feats = jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+    feats = sines_and_cosines(_by_degrees(x, min_deg, max_deg, 2.0))
     if append_identity:
         return jnp.concatenate([x, feats], axis=-1)
     return feats
@@ -119,10 +113,9 @@ def integrated_pos_enc(mean, var, min_deg, max_deg):
     """
     mean = jnp.asarray(mean)
     var = jnp.asarray(var)
-    scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=mean.dtype)
     batch = jnp.broadcast_shapes(mean.shape, var.shape)[:-1]
-    scaled_mean = jnp.reshape(mean[..., None, :] * scales[:, None], mean.shape[:-1] + (-1,))
-    scaled_var = jnp.reshape(var[..., None, :] * scales[:, None] ** 2, var.shape[:-1] + (-1,))
+    scaled_mean = _by_degrees(mean, min_deg, max_deg, 2.0)
+    scaled_var = _by_degrees(var, min_deg, max_deg, 4.0)
     scaled_mean = jnp.broadcast_to(scaled_mean, batch + scaled_mean.shape[-1:])
     scaled_var = jnp.broadcast_to(scaled_var, batch + scaled_var.shape[-1:])
     var2 = jnp.concatenate([scaled_var, scaled_var], axis=-1)
@@ -200,9 +193,17 @@ def lift_and_diagonalize(mean, cov, basis):
     `mean [..., d]`, `cov [..., d, d]`; var is the diagonal of basis^T cov basis.
     """
     mean = jnp.asarray(mean)
+    cov = jnp.asarray(cov)
     basis = jnp.asarray(basis, dtype=mean.dtype)
     fn_mean = mean @ basis
-    fn_var = jnp.sum(basis * (jnp.asarray(cov) @ basis), axis=-2)
+    # sum_jl C_jl b_jk b_lk term by term over j <= l: elementwise products that XLA:CPU fuses,
+    # where the batched product cov @ basis of 3x3 matrices ran a hundred times slower.
+    d = basis.shape[0]
+    fn_var = 0.0
+    for j in range(d):
+        fn_var = fn_var + cov[..., j, j, None] * (basis[j] * basis[j])
+        for k in range(j + 1, d):
+            fn_var = fn_var + (cov[..., j, k] + cov[..., k, j])[..., None] * (basis[j] * basis[k])
     return fn_mean, fn_var
 
 
