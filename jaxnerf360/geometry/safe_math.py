@@ -42,7 +42,7 @@ def sin_cos(x):
 
     Reduced by whole quarter turns exactly, then Taylor polynomials on [-pi/4, pi/4]: plain
     multiplies and adds that XLA:CPU vectorises, where its own sin and cos run 15x slower than
-    its exp (16 of a lego_cpu step's 300 ms went to them; BENCHMARKS.md).
+    its exp (the encodings spent 30 of a lego_cpu step's 297 ms in them; BENCHMARKS.md).
     """
     x = jnp.asarray(x)
     k = jnp.round(x * (2.0 / math.pi))
