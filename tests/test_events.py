@@ -6,7 +6,7 @@ import pytest
 
 from jaxnerf360 import events, parallel, training
 from jaxnerf360.data import load_split
-from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config
+from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config, setup_run
 
 SCHEDULED = [*TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"], "Config.batch_size = 128",
              "OccupancySampler.update_steps = (2, 4)", "OccupancySampler.threshold = 1e-3",
@@ -32,8 +32,7 @@ def test_events_come_from_the_declarations_in_order(synthetic_dir):
 
 def test_events_apply_before_their_steps(synthetic_dir):
     config = _config(synthetic_dir, *SCHEDULED)
-    mesh = parallel.make_mesh()
-    run = training.setup(config, load_split(config, "train"), mesh)
+    run, _, mesh = setup_run(config)
     applied = []
     for event in run.events:
         def record(run, state, event=event, apply=event.apply):
@@ -79,8 +78,7 @@ def test_a_rebuilt_occupancy_grid_does_not_compile_the_step_twice(synthetic_dir)
     config = _config(synthetic_dir, *TINY_FIELDS["tensorf"], *TINY_SAMPLERS["occupancy"],
                      "Config.batch_size = 128", "OccupancySampler.update_steps = (2,)",
                      "OccupancySampler.threshold = 1e-3")
-    mesh = parallel.make_mesh()
-    run = training.setup(config, load_split(config, "train"), mesh)
+    run, _, mesh = setup_run(config)
     key = parallel.replicate(jax.random.PRNGKey(0), mesh)
     for _ in range(5):
         run.before_step()
