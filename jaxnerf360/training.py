@@ -179,18 +179,15 @@ class Training:
         batch could no longer be drawn while the device computes.
         """
         step = int(self.state.step) if step is None else step
-        recompile, applied = False, False
-        for event in self.events:
-            if step in event.steps:
-                self.state = event.apply(self, self.state)
-                recompile |= event.recompile
-                applied = True
-        if applied:
+        due = [event for event in self.events if step in event.steps]
+        for event in due:
+            self.state = event.apply(self, self.state)
+        if due:
             # Laid out as the step lays out its output: resized factors need their shardings,
             # and an array an event made outside the step (an occupancy grid) would otherwise
             # compile the step twice, for its own layout and then for the step's.
             self.state = self.placed(self.state)
-        if recompile:  # the events changed what the buffers hold: sized afresh
+        if any(event.recompile for event in due):  # what the buffers hold changed: sized afresh
             self.step = self._current_step()
         elif self._grow:
             self.step = self._current_step(*self._grow)
