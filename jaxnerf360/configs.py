@@ -20,7 +20,8 @@ _REGISTERING_MODULES = ("jaxnerf360.model", "jaxnerf360.samplers", "jaxnerf360.f
                         "jaxnerf360.fields.tensorf", "jaxnerf360.cameras",
                         "jaxnerf360.supervision", "jaxnerf360.objective", "jaxnerf360.heads",
                         "jaxnerf360.latent", "jaxnerf360.alignment", "jaxnerf360.perceptual",
-                        "jaxnerf360.data.misalign", "jaxnerf360.data.patch_sampling")
+                        "jaxnerf360.data.misalign", "jaxnerf360.data.patch_sampling",
+                        "jaxnerf360.registration")
 
 
 @gin.configurable

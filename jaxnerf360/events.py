@@ -107,6 +107,8 @@ def for_run(run) -> list:
         out.append(GridResize(field.resolution_schedule()))
     if run.spectral_end is not None:
         out.append(SpectralEnd([run.spectral_end]))
+    if getattr(run, "registration", None) is not None:
+        out.append(run.registration)
     if run.plan is not None:
         out.append(PhaseStart([step for step, _ in run.plan.starts(run.config.max_steps)]))
     return out

@@ -33,7 +33,8 @@ from jaxnerf360.data.patch_sampling import PatchSampling
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import FIELD, Model
 from jaxnerf360.parts import NETWORK
-from jaxnerf360.rendering import counted_samples, map_rays, shown_samples
+from jaxnerf360.registration import registration_for
+from jaxnerf360.rendering import Renderer, counted_samples, map_rays, shown_samples
 from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
 from jaxnerf360.train_step import (
     batch_dict,
@@ -63,6 +64,7 @@ class Training:
                 self.supervision.needs_edges:
             self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
                                             edges=self.supervision.edge_maps(scene.images))
+        self.registration = registration_for(self)
         self.objective = objective.build(config, [
             *self.field.regularizers(),
             *(self.plan.terms(config, self.model) if self.plan else [])])
@@ -84,6 +86,7 @@ class Training:
         self.coarse_rays = None  # independent (coarse) rays beside the patches: plan's, terms'
         self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
+        self._renderer = None
         # Compiled once per run (they retrace for new shapes only), not at every event.
         self._count = jax.jit(lambda st, rays: counted_samples(self.model, st, rays))
         self._shown = jax.jit(lambda st, rays, capacity: shown_samples(self.model, st, rays,
@@ -116,6 +119,13 @@ class Training:
     def field_params(self, state) -> dict:
         """The field's parameters of a state."""
         return self.model_params(state).get(FIELD)
+
+    def renderer(self) -> Renderer:
+        """A renderer of this run's model (made once)."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.model, self.mesh, self.config.background,
+                                      self.config.render_chunk_size)
+        return self._renderer
 
     # --- checkpoints, batches and events ---
 
