@@ -2,12 +2,14 @@
 
 TensoRF's loop rebuilds its occupancy grid at given steps, drops training rays that miss
 occupied space after the second rebuild, and grows its grid at others; spectral control ends
-once its schedules reach zero. Each is an `Event`: the steps before which it is due, what it
-changes in the state or the run, and whether the train step must be re-made after it (shapes
-or static settings changed). The parts declare when (`Sampler.state_update_steps`,
-`Sampler.ray_filter_step`, `Field.resolution_schedule`, `Field.spectral_end`,
-`Supervision.end_fraction`); `for_run` turns the declarations into events. Everything is a
-function of the step and the state, so a resumed run `replay`s what an uninterrupted one did.
+once its schedules reach zero; the training images may be registered to the field
+(`registration.Registration`, an event of its own). Each is an `Event`: the steps before
+which it is due, what it changes in the state or the run, and whether the train step must be
+re-made after it (shapes or static settings changed). The parts declare when
+(`Sampler.state_update_steps`, `Sampler.ray_filter_step`, `Field.resolution_schedule`,
+`Field.spectral_end`, `Supervision.end_fraction`); `for_run` turns the declarations into
+events. Everything is a function of the step and the state, so a resumed run `replay`s what
+an uninterrupted one did.
 """
 
 import jax

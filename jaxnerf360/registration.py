@@ -32,7 +32,7 @@ from jaxnerf360.data.misalign import bilinear
 from jaxnerf360.data.patch_sampling import detail_map
 from jaxnerf360.errors import UserError
 
-MODELS = {"translation": 2, "similarity": 4, "affine": 6}  # unknowns of each map
+MODELS = {"translation": 2, "rigid": 3, "similarity": 4, "affine": 6}  # unknowns of each map
 _ROBUST_SCALE = 0.5  # pixels: shifts further than this from the fit count less (Cauchy)
 
 
@@ -45,7 +45,7 @@ class ImageRegistration:
     patches: int = 16  # rendered patches per image
     patch_size: int = 12
     margin: int = 4  # the largest shift searched, in pixels
-    model: str = "similarity"  # 'translation', 'similarity' or 'affine'
+    model: str = "similarity"  # 'translation', 'rigid', 'similarity' or 'affine'
 
     def __post_init__(self):
         for name in ("patches", "patch_size", "margin"):
@@ -101,6 +101,9 @@ def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5) -> 
     if model == "translation":
         rows_x = np.stack([one, zero], -1)
         rows_y = np.stack([zero, one], -1)
+    elif model == "rigid":  # a turn by b (linearised for the fit)
+        rows_x = np.stack([one, zero, -u[:, 1]], -1)
+        rows_y = np.stack([zero, one, u[:, 0]], -1)
     elif model == "similarity":  # M = [[a, -b], [b, a]]
         rows_x = np.stack([one, zero, u[:, 0], -u[:, 1]], -1)
         rows_y = np.stack([zero, one, u[:, 1], u[:, 0]], -1)
@@ -118,6 +121,9 @@ def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5) -> 
     t = coef[:2]
     if model == "translation":
         m = np.zeros((2, 2))
+    elif model == "rigid":
+        cos, sin = np.cos(coef[2]), np.sin(coef[2])
+        m = np.array([[cos - 1, -sin], [sin, cos - 1]])
     elif model == "similarity":
         m = np.array([[coef[2], -coef[3]], [coef[3], coef[2]]])
     else:

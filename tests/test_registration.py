@@ -59,12 +59,19 @@ def test_the_fit_recovers_a_similarity_exactly_and_ignores_an_outlier():
     fitted = fit_map(centres, shifts, "similarity")
     np.testing.assert_allclose(fitted[:2, 2], t, atol=0.02)
     np.testing.assert_allclose(fitted[:2, :2] - np.eye(2), m, atol=5e-4)
+    # A turn by a small angle: the rigid model's linearised fit is within a few thousandths
+    # of a pixel of the exact rotation at 40 pixels from the centre.
+    angle = 0.009
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    fitted = fit_map(centres, t + centres @ (rot - np.eye(2)).T, "rigid")
+    np.testing.assert_allclose(fitted[:2, :2], rot, atol=1e-4)
+    np.testing.assert_allclose(fitted[:2, 2], t, atol=5e-3)
     # Translation only: the mean shift when there is no turn.
     fitted = fit_map(centres, np.tile(t, (12, 1)) + rng.normal(0, 0.01, (12, 2)), "translation")
     np.testing.assert_allclose(fitted[:2, 2], t, atol=0.01)
 
 
-@pytest.mark.parametrize("model", ["similarity", "affine"])
+@pytest.mark.parametrize("model", ["rigid", "similarity", "affine"])
 def test_known_misalignments_are_found_to_a_tenth_of_a_pixel(model):
     """Images moved by known shifts of up to 2 px and turns of up to 0.5 degrees (as the
     misalignment benchmark moves them), registered to renders of the clean images."""

@@ -1,0 +1,66 @@
+"""How far a run's image registration is from the known misalignment of its training images.
+
+    python scripts/registration_error.py --run=runs/misaligned_lego200_cpu
+
+For each registration the run made (`RUN/registration/STEP.npy`), the mean over training
+images of the mean distance, over pixel centres, between the fitted map and the true one
+(the inverse of `Misalign`'s perturbation, from the run's saved config), beside the
+misalignment itself (the distance of the true map from the identity).
+"""
+
+import glob
+import os
+
+import gin
+import numpy as np
+from absl import app, flags
+
+from jaxnerf360 import configs
+from jaxnerf360.data.misalign import Misalign
+
+flags.DEFINE_string("run", None, "A run directory with a registration/ folder.")
+flags.DEFINE_integer("size", 200, "The training images' width and height, in pixels.")
+FLAGS = flags.FLAGS
+
+
+def true_maps(draws, size: int) -> np.ndarray:
+    """`[N, 3, 3]`: g with perturbed(g(p)) = clean(p), g(p) = R(theta) (p - c) + c + t."""
+    out = np.tile(np.eye(3), (len(draws), 1, 1))
+    c = size / 2
+    for i, (dx, dy, theta) in enumerate(draws[:, :3]):
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        out[i, :2, :2] = rot
+        out[i, :2, 2] = c - rot @ [c, c] + [dx, dy]
+    return out
+
+
+def mean_distance(a, b, size: int) -> np.ndarray:
+    """`[N]` the mean distance between maps `a` and `b [N, 3, 3]` over the pixel centres."""
+    ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    points = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3)
+    diff = np.einsum("nij,pj->npi", a - b, points)[..., :2]
+    return np.linalg.norm(diff, axis=-1).mean(-1)
+
+
+def main(_):
+    configs.parse_gin([os.path.join(FLAGS.run, "config.gin")], [])
+    misalign = Misalign()
+    gin.clear_config()
+    files = sorted(glob.glob(os.path.join(FLAGS.run, "registration", "*.npy")),
+                   key=lambda f: int(os.path.basename(f).split(".")[0]))
+    if not files:
+        raise SystemExit(f"{FLAGS.run}/registration holds no maps")
+    first = np.load(files[0])
+    truth = true_maps(misalign.draws(len(first)), FLAGS.size)
+    identity = np.tile(np.eye(3), (len(first), 1, 1))
+    print(f"misalignment: mean {mean_distance(truth, identity, FLAGS.size).mean():.3f} px")
+    for path in files:
+        err = mean_distance(np.load(path), truth, FLAGS.size)
+        step = os.path.basename(path).split(".")[0]
+        print(f"step {step}: error mean {err.mean():.3f} px, median {np.median(err):.3f}, "
+              f"largest {err.max():.3f}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("run")
+    app.run(main)
