@@ -46,12 +46,17 @@ class ImageRegistration:
     patch_size: int = 12
     margin: int = 4  # the largest shift searched, in pixels
     model: str = "similarity"  # 'translation', 'rigid', 'similarity' or 'affine'
+    shrink: float = 0.0  # maps shrunk towards the identity by significance (see `fit_map`)
 
     def __post_init__(self):
         for name in ("patches", "patch_size", "margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"ImageRegistration.{name}={value!r} must be a positive integer")
+        if isinstance(self.shrink, bool) or not isinstance(self.shrink, int | float) or \
+                not self.shrink >= 0:
+            raise UserError(f"ImageRegistration.shrink={self.shrink!r} must be a non-negative "
+                            "number (0: no shrinking)")
         if self.model not in MODELS:
             raise UserError(f"ImageRegistration.model={self.model!r} is unknown; choose one of "
                             f"{', '.join(MODELS)}")
@@ -89,11 +94,17 @@ def windows(images, patches: int, extent: int) -> np.ndarray:
     return out
 
 
-def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5) -> np.ndarray:
+def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5,
+            shrink: float = 0.0) -> np.ndarray:
     """The `[3, 3]` map g(p) = p + t + M (p - c) (in pixel coordinates (x, y)) of least
     robust squared distance to the measured `shifts [K, 2]` (dx, dy) at `centres [K, 2]`
     (p - c: relative to the image centre). Cauchy weights at half a pixel, re-fitted
-    `iterations` times, so a few patches the field renders wrongly do not move the map."""
+    `iterations` times, so a few patches the field renders wrongly do not move the map.
+
+    With `shrink` = s > 0 the fitted parameters are scaled by max(0, 1 - s / z^2), z^2 their
+    mean squared z-score: a map the shifts do not determine beyond their scatter moves
+    towards the identity (on clean images the field's noisy early renders would otherwise
+    move every image by a few tenths of a pixel), a clear one stays as it is."""
     u = np.asarray(centres, np.float64)
     s = np.asarray(shifts, np.float64)
     k = len(u)
@@ -114,10 +125,13 @@ def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5) -> 
     target = np.concatenate([s[:, 0], s[:, 1]])
     weights = np.ones(k)
     for _ in range(iterations):
-        root = np.sqrt(np.concatenate([weights, weights]))
+        used = np.concatenate([weights, weights])
+        root = np.sqrt(used)
         coef = np.linalg.lstsq(design * root[:, None], target * root, rcond=None)[0]
         residual = np.hypot(*(design @ coef - target).reshape(2, k))
         weights = 1.0 / (1.0 + np.square(residual / _ROBUST_SCALE))
+    if shrink > 0:
+        coef = coef * _shrink_factor(design, target, coef, used, shrink)
     t = coef[:2]
     if model == "translation":
         m = np.zeros((2, 2))
@@ -132,6 +146,16 @@ def fit_map(centres, shifts, model: str = "similarity", iterations: int = 5) -> 
     out[:2, :2] += m
     out[:2, 2] = t
     return out
+
+
+def _shrink_factor(design, target, coef, weights, strength: float) -> float:
+    """max(0, 1 - strength / z^2): z^2 = coef' C^-1 coef / p, C = sigma^2 (A' W A)^-1 the
+    weighted fit's covariance, sigma^2 its residual variance."""
+    normal = design.T @ (design * weights[:, None])
+    dof = max(weights.sum() - len(coef), 1.0)
+    sigma2 = np.sum(weights * np.square(design @ coef - target)) / dof
+    z2 = coef @ normal @ coef / (max(sigma2, 1e-12) * len(coef))
+    return max(0.0, 1.0 - strength / z2) if z2 > 0 else 0.0
 
 
 def centred(matrix, height: int, width: int) -> np.ndarray:
@@ -185,7 +209,8 @@ def estimate(render, images, corners, settings: ImageRegistration) -> np.ndarray
     maps = np.tile(np.eye(3), (len(images), 1, 1))
     for i in range(len(images)):
         if usable[i].sum() >= 3:
-            fitted = fit_map(centres[i][usable[i]], shift[i][usable[i]], settings.model)
+            fitted = fit_map(centres[i][usable[i]], shift[i][usable[i]], settings.model,
+                             shrink=settings.shrink)
             maps[i] = centred(fitted, h, w)
     return maps
 

@@ -71,6 +71,22 @@ def test_the_fit_recovers_a_similarity_exactly_and_ignores_an_outlier():
     np.testing.assert_allclose(fitted[:2, 2], t, atol=0.01)
 
 
+def test_shrinking_keeps_clear_maps_and_pulls_noise_to_the_identity():
+    """Shifts that are pure scatter (no misalignment) give a map near the identity; a clear
+    shift of 1.5 px with the same scatter keeps nearly all of its size (z^2 is a mean over
+    the three parameters, two of which are 0 here, so it is scaled by about 0.95)."""
+    rng = np.random.default_rng(4)
+    centres = rng.uniform(-60, 60, (24, 2))
+    raw, shrunk, clear = [], [], []
+    for _ in range(50):
+        noise = rng.normal(0, 0.8, (24, 2))
+        raw.append(np.linalg.norm(fit_map(centres, noise, "rigid")[:2, 2]))
+        shrunk.append(np.linalg.norm(fit_map(centres, noise, "rigid", shrink=1.0)[:2, 2]))
+        clear.append(fit_map(centres, noise + [1.5, 0.0], "rigid", shrink=1.0)[0, 2])
+    assert np.mean(shrunk) < 0.4 * np.mean(raw)
+    assert 1.35 < np.mean(clear) < 1.55
+
+
 @pytest.mark.parametrize("model", ["rigid", "similarity", "affine"])
 def test_known_misalignments_are_found_to_a_tenth_of_a_pixel(model):
     """Images moved by known shifts of up to 2 px and turns of up to 0.5 degrees (as the
@@ -119,6 +135,8 @@ def test_settings_errors_are_one_clear_line():
         ImageRegistration(model="homography")
     with pytest.raises(UserError, match="ImageRegistration.margin"):
         ImageRegistration(margin=0)
+    with pytest.raises(UserError, match="ImageRegistration.shrink"):
+        ImageRegistration(shrink=-1.0)
 
 
 def test_a_run_registers_its_images_and_a_resumed_run_trains_on_the_same(synthetic_dir,
