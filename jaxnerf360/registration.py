@@ -6,8 +6,9 @@ SfM poses or a camera that moved is nearly one rigid motion per image, so every 
 image measures the same few numbers: a shift and a small turn. `ImageRegistration.at` names
 fractions of training before which each training image is registered: K patches where it
 has detail are rendered (forward only), matched within `margin` pixels of the original
-image, and a map `g(p) = p + t + M (p - c)` (translation, similarity or affine) is fitted to
-their shifts, robustly; from then on the image is resampled at `g(p)` (bilinearly, from the
+image, and a map `g(p) = p + t + M (p - c)` (translation, rigid, similarity or affine) is
+fitted to their shifts, robustly, and optionally shrunk towards the identity by its
+significance (`shrink`); from then on the image is resampled at `g(p)` (bilinearly, from the
 loaded image, once per event), and rays and patches train on it per pixel. The train step is
 unchanged, so plain rays keep their many independent samples per step, which patch batches
 give up (BENCHMARKS.md).
@@ -229,8 +230,7 @@ class Registration(events.Event):
 
     recompile = False
 
-    def __init__(self, settings: ImageRegistration, scene, max_steps: int, run_dir: str,
-                 write: bool = True):
+    def __init__(self, settings: ImageRegistration, scene, max_steps: int, run_dir: str):
         super().__init__(sorted({schedules.fraction_step(f, max_steps) for f in settings.at}))
         if settings.extent > min(scene.height, scene.width):
             raise UserError(f"ImageRegistration: windows of {settings.extent} pixels "
@@ -242,7 +242,6 @@ class Registration(events.Event):
         self.loaded_alphas = None if scene.alphas is None else scene.alphas.copy()
         self.corners = windows(self.loaded, settings.patches, settings.extent)
         self.folder = os.path.join(run_dir, "registration")
-        self.write = write
         self.maps = None  # [N, 3, 3] the current maps
 
     def apply(self, run, state):
@@ -253,12 +252,11 @@ class Registration(events.Event):
 
         maps = estimate(render, self.loaded, self.corners, self.settings)
         step = int(state.step)
-        if self.write:
-            os.makedirs(self.folder, exist_ok=True)
-            partial = os.path.join(self.folder, f"{step}.npy.partial")
-            with open(partial, "wb") as f:
-                np.save(f, maps)
-            os.replace(partial, os.path.join(self.folder, f"{step}.npy"))
+        os.makedirs(self.folder, exist_ok=True)
+        partial = os.path.join(self.folder, f"{step}.npy.partial")
+        with open(partial, "wb") as f:
+            np.save(f, maps)
+        os.replace(partial, os.path.join(self.folder, f"{step}.npy"))
         self.use(maps)
         moved = displacement(maps, self.scene.height, self.scene.width)
         events.log_change("training images registered", step,
@@ -292,6 +290,10 @@ def registration_for(run) -> Registration | None:
     settings = ImageRegistration()
     if not settings.at:
         return None
+    if jax.process_count() > 1:
+        raise UserError("ImageRegistration.at works in one process for now (each process "
+                        "would render and resample its own copy of the images); drop it or "
+                        "train in one process")
     if run.cameras.optimize_poses:
         raise UserError("ImageRegistration.at registers the images to the field from fixed "
                         "cameras; with Cameras.optimize_poses the poses correct the "
@@ -303,5 +305,4 @@ def registration_for(run) -> Registration | None:
     run.scene = dataclasses.replace(
         run.scene, images=np.array(run.scene.images, np.float32),
         alphas=None if alphas is None else np.array(alphas, np.float32))
-    return Registration(settings, run.scene, run.config.max_steps, run.config.checkpoint_dir,
-                        write=jax.process_index() == 0)
+    return Registration(settings, run.scene, run.config.max_steps, run.config.checkpoint_dir)
