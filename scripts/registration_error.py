@@ -17,6 +17,7 @@ from absl import app, flags
 
 from jaxnerf360 import configs
 from jaxnerf360.data.misalign import Misalign
+from jaxnerf360.registration import map_distance
 
 flags.DEFINE_string("run", None, "A run directory with a registration/ folder.")
 flags.DEFINE_integer("size", 200, "The training images' width and height, in pixels.")
@@ -34,14 +35,6 @@ def true_maps(draws, size: int) -> np.ndarray:
     return out
 
 
-def mean_distance(a, b, size: int) -> np.ndarray:
-    """`[N]` the mean distance between maps `a` and `b [N, 3, 3]` over the pixel centres."""
-    ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
-    points = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3)
-    diff = np.einsum("nij,pj->npi", a - b, points)[..., :2]
-    return np.linalg.norm(diff, axis=-1).mean(-1)
-
-
 def main(_):
     configs.parse_gin([os.path.join(FLAGS.run, "config.gin")], [])
     misalign = Misalign()
@@ -52,10 +45,10 @@ def main(_):
         raise SystemExit(f"{FLAGS.run}/registration holds no maps")
     first = np.load(files[0])
     truth = true_maps(misalign.draws(len(first)), FLAGS.size)
-    identity = np.tile(np.eye(3), (len(first), 1, 1))
-    print(f"misalignment: mean {mean_distance(truth, identity, FLAGS.size).mean():.3f} px")
+    moved = map_distance(truth, np.eye(3), FLAGS.size, FLAGS.size)
+    print(f"misalignment: mean {moved.mean():.3f} px")
     for path in files:
-        err = mean_distance(np.load(path), truth, FLAGS.size)
+        err = map_distance(np.load(path), truth, FLAGS.size, FLAGS.size)
         step = os.path.basename(path).split(".")[0]
         print(f"step {step}: error mean {err.mean():.3f} px, median {np.median(err):.3f}, "
               f"largest {err.max():.3f}")

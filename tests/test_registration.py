@@ -39,12 +39,6 @@ def _true_map(draw, size):
                      [s, c, centre - s * centre - c * centre + dy], [0, 0, 1]])
 
 
-def _mean_distance(a, b, size):
-    ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
-    points = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3)
-    return np.mean(np.linalg.norm((points @ a.T - points @ b.T)[:, :2], axis=-1))
-
-
 def test_the_fit_recovers_a_similarity_exactly_and_ignores_an_outlier():
     rng = np.random.default_rng(1)
     centres = rng.uniform(-40, 40, (12, 2))
@@ -104,7 +98,7 @@ def test_known_misalignments_are_found_to_a_tenth_of_a_pixel(model):
 
     maps = registration.estimate(render, moved, corners, settings)
     for i in range(n):
-        assert _mean_distance(maps[i], _true_map(draws[i], size), size) < 0.1
+        assert registration.map_distance(maps[i], _true_map(draws[i], size), size, size) < 0.1
     # Resampled at the maps, the moved images show the clean ones again (inside the frame).
     inner = (slice(6, -6), slice(6, -6))
     before = np.mean((moved[(slice(None), *inner)] - clean[(slice(None), *inner)]) ** 2)
