@@ -16,23 +16,12 @@ import numpy as np
 from absl import app, flags
 
 from jaxnerf360 import configs
-from jaxnerf360.data.misalign import Misalign
+from jaxnerf360.data.misalign import Misalign, inverse_map
 from jaxnerf360.registration import map_distance
 
 flags.DEFINE_string("run", None, "A run directory with a registration/ folder.")
 flags.DEFINE_integer("size", 200, "The training images' width and height, in pixels.")
 FLAGS = flags.FLAGS
-
-
-def true_maps(draws, size: int) -> np.ndarray:
-    """`[N, 3, 3]`: g with perturbed(g(p)) = clean(p), g(p) = R(theta) (p - c) + c + t."""
-    out = np.tile(np.eye(3), (len(draws), 1, 1))
-    c = size / 2
-    for i, (dx, dy, theta) in enumerate(draws[:, :3]):
-        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-        out[i, :2, :2] = rot
-        out[i, :2, 2] = c - rot @ [c, c] + [dx, dy]
-    return out
 
 
 def main(_):
@@ -44,7 +33,8 @@ def main(_):
     if not files:
         raise SystemExit(f"{FLAGS.run}/registration holds no maps")
     first = np.load(files[0])
-    truth = true_maps(misalign.draws(len(first)), FLAGS.size)
+    truth = np.stack([inverse_map(d, FLAGS.size, FLAGS.size)
+                      for d in misalign.draws(len(first))])
     moved = map_distance(truth, np.eye(3), FLAGS.size, FLAGS.size)
     print(f"misalignment: mean {moved.mean():.3f} px")
     for path in files:

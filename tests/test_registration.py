@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxnerf360 import parallel, registration
-from jaxnerf360.data.misalign import Misalign, bilinear, source_coordinates
+from jaxnerf360.data.misalign import Misalign, bilinear, inverse_map, source_coordinates
 from jaxnerf360.errors import UserError
 from jaxnerf360.registration import ImageRegistration, fit_map
 from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config, setup_run
@@ -29,14 +29,16 @@ def _texture(n, size, seed=0):
     return ((noise - noise.min()) / (noise.max() - noise.min())).astype(np.float32)
 
 
-def _true_map(draw, size):
-    """The map g of absolute pixel coordinates with perturbed(g(p)) = clean(p): the inverse
-    of `source_coordinates` (no warp), g(p) = R(theta) (p - c) + c + t."""
-    dx, dy, theta = draw[:3]
-    c, s = np.cos(theta), np.sin(theta)
-    centre = size / 2
-    return np.array([[c, -s, centre - c * centre + s * centre + dx],
-                     [s, c, centre - s * centre - c * centre + dy], [0, 0, 1]])
+def test_inverse_map_undoes_the_perturbation_of_a_non_square_image():
+    """source_coordinates(p) is the clean point shown at perturbed p; the inverse map takes
+    it back to p, at every pixel centre."""
+    height, width = 30, 50
+    draw = np.array([1.7, -0.9, np.deg2rad(0.8), 0, 0, 0, 0])
+    sx, sy = source_coordinates(draw, height, width)
+    g = inverse_map(draw, height, width)
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    np.testing.assert_allclose(g[0, 0] * sx + g[0, 1] * sy + g[0, 2], xs, atol=1e-9)
+    np.testing.assert_allclose(g[1, 0] * sx + g[1, 1] * sy + g[1, 2], ys, atol=1e-9)
 
 
 def test_the_fit_recovers_a_similarity_exactly_and_ignores_an_outlier():
@@ -98,7 +100,8 @@ def test_known_misalignments_are_found_to_a_tenth_of_a_pixel(model):
 
     maps = registration.estimate(render, moved, corners, settings)
     for i in range(n):
-        assert registration.map_distance(maps[i], _true_map(draws[i], size), size, size) < 0.1
+        truth = inverse_map(draws[i], size, size)
+        assert registration.map_distance(maps[i], truth, size, size) < 0.1
     # Resampled at the maps, the moved images show the clean ones again (inside the frame).
     inner = (slice(6, -6), slice(6, -6))
     before = np.mean((moved[(slice(None), *inner)] - clean[(slice(None), *inner)]) ** 2)

@@ -81,6 +81,16 @@ def bilinear(image, x, y):
     return (top * (1 - wy) + bottom * wy).astype(image.dtype)
 
 
+def inverse_map(draw, height: int, width: int) -> np.ndarray:
+    """`[3, 3]` the map g of absolute pixel coordinates (x, y) that undoes `draw`'s shift and
+    turn (its warp is not affine, so not included): perturbed(g(p)) = clean(p), that is
+    g(p) = R(theta) (p - c) + c + t, the inverse of `source_coordinates`."""
+    dx, dy, theta = draw[:3]
+    cos, sin = np.cos(theta), np.sin(theta)
+    cx, cy = width / 2, height / 2
+    return np.array([[cos, -sin, cx - cos * cx + sin * cy + dx],
+                     [sin, cos, cy - sin * cx - cos * cy + dy], [0, 0, 1]])
+
 def perturb(scene, misalign: Misalign | None = None):
     """`scene` with every image (and alpha) moved by its drawn perturbation; unchanged when
     `misalign` (default: the gin-configured one) perturbs nothing."""
