@@ -91,6 +91,7 @@ def inverse_map(draw, height: int, width: int) -> np.ndarray:
     return np.array([[cos, -sin, cx - cos * cx + sin * cy + dx],
                      [sin, cos, cy - sin * cx - cos * cy + dy], [0, 0, 1]])
 
+
 def perturb(scene, misalign: Misalign | None = None):
     """`scene` with every image (and alpha) moved by its drawn perturbation; unchanged when
     `misalign` (default: the gin-configured one) perturbs nothing."""
