@@ -14,8 +14,10 @@ unchanged, so plain rays keep their many independent samples per step, which pat
 give up (BENCHMARKS.md).
 
 Each event measures against the loaded images afresh, with the field trained on the images
-the last event registered. The maps of each event are written to the run directory
-(`registration/STEP.npy`), so a resumed run trains on the images it trained on.
+the last event registered. Once an event moves the maps less than `settle` pixels on average
+(clean images, or maps that have converged), the later events keep them and render nothing.
+The maps of each event are written to the run directory (`registration/STEP.npy`), so a
+resumed run trains on the images it trained on.
 """
 
 import dataclasses
@@ -48,16 +50,18 @@ class ImageRegistration:
     margin: int = 4  # the largest shift searched, in pixels
     model: str = "similarity"  # 'translation', 'rigid', 'similarity' or 'affine'
     shrink: float = 0.0  # maps shrunk towards the identity by significance (see `fit_map`)
+    settle: float = 0.0  # px: later events are skipped once one moves the maps less than this
 
     def __post_init__(self):
         for name in ("patches", "patch_size", "margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"ImageRegistration.{name}={value!r} must be a positive integer")
-        if isinstance(self.shrink, bool) or not isinstance(self.shrink, int | float) or \
-                not self.shrink >= 0:
-            raise UserError(f"ImageRegistration.shrink={self.shrink!r} must be a non-negative "
-                            "number (0: no shrinking)")
+        for name, off in (("shrink", "no shrinking"), ("settle", "every event registers")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise UserError(f"ImageRegistration.{name}={value!r} must be a non-negative "
+                                f"number (0: {off})")
         if self.model not in MODELS:
             raise UserError(f"ImageRegistration.model={self.model!r} is unknown; choose one of "
                             f"{', '.join(MODELS)}")
@@ -249,37 +253,59 @@ class Registration(events.Event):
         self.corners = windows(self.loaded, settings.patches, settings.extent)
         self.folder = os.path.join(run_dir, "registration")
         self.maps = None  # [N, 3, 3] the current maps
+        self.change = None  # px: how far the last event moved the maps
 
     def apply(self, run, state):
-        renderer = run.renderer()
-
-        def render(index, cols, rows):
-            return renderer.rays(state, scene_rays(self.scene, index, cols, rows))["rgb"]
-
-        maps = estimate(render, self.loaded, self.corners, self.settings)
         step = int(state.step)
+        if self.settled():
+            maps = self.maps  # saved again, so a resumed run finds every event's maps
+        else:
+            renderer = run.renderer()
+
+            def render(index, cols, rows):
+                return renderer.rays(state, scene_rays(self.scene, index, cols, rows))["rgb"]
+
+            maps = estimate(render, self.loaded, self.corners, self.settings)
         os.makedirs(self.folder, exist_ok=True)
         partial = os.path.join(self.folder, f"{step}.npy.partial")
         with open(partial, "wb") as f:
             np.save(f, maps)
         os.replace(partial, os.path.join(self.folder, f"{step}.npy"))
+        if self.settled():
+            events.log_change("training images kept", step, f"the last event moved them "
+                              f"{self.change:.2f} px < ImageRegistration.settle")
+            return state
+        previous = self.maps
         self.use(maps)
+        self.change = self._change(previous, maps)
         moved = displacement(maps, self.scene.height, self.scene.width)
         events.log_change("training images registered", step,
                           f"{self.settings.model}; mean correction {moved.mean():.2f} px, "
-                          f"largest {moved.max():.2f} px")
+                          f"largest {moved.max():.2f} px; moved {self.change:.2f} px")
         return state
 
+    def settled(self) -> bool:
+        """Whether the last event moved the maps less than `ImageRegistration.settle`."""
+        return self.change is not None and self.change < self.settings.settle
+
+    def _change(self, before, after) -> float:
+        """The mean distance between two events' maps (`before` None: the identity), px."""
+        before = np.eye(3) if before is None else before
+        return float(map_distance(after, before, self.scene.height, self.scene.width).mean())
+
     def replay(self, run, state) -> None:
-        done = [s for s in self.steps if s <= int(state.step)]
-        if not done:
-            return
-        path = os.path.join(self.folder, f"{done[-1]}.npy")
-        if not os.path.exists(path):
-            raise UserError(f"{path} is missing: the run was registered at step {done[-1]} "
-                            "and cannot resume on the same images; restore the file or "
-                            "train afresh")
-        self.use(np.load(path))
+        maps = None
+        for step in [s for s in self.steps if s <= int(state.step)]:
+            path = os.path.join(self.folder, f"{step}.npy")
+            if not os.path.exists(path):
+                raise UserError(f"{path} is missing: the run was registered at step {step} "
+                                "and cannot resume on the same images; restore the file or "
+                                "train afresh")
+            loaded = np.load(path)
+            self.change = self._change(maps, loaded)
+            maps = loaded
+        if maps is not None:
+            self.use(maps)
 
     def use(self, maps) -> None:
         """The training images (in place, so batchers see them) resampled at `maps`."""

@@ -134,6 +134,8 @@ def test_settings_errors_are_one_clear_line():
         ImageRegistration(margin=0)
     with pytest.raises(UserError, match="ImageRegistration.shrink"):
         ImageRegistration(shrink=-1.0)
+    with pytest.raises(UserError, match="ImageRegistration.settle"):
+        ImageRegistration(settle=True)
 
 
 def test_a_run_registers_its_images_and_a_resumed_run_trains_on_the_same(synthetic_dir,
@@ -163,3 +165,38 @@ def test_a_run_registers_its_images_and_a_resumed_run_trains_on_the_same(synthet
         setup_run(_config(synthetic_dir, *bindings, "Cameras.optimize_poses = True"), scene)
     with pytest.raises(UserError, match="do not fit the 32x32 training images"):
         setup_run(_config(synthetic_dir, *bindings, "ImageRegistration.patch_size = 30"), scene)
+
+
+@pytest.mark.parametrize("settle", [0.0, 1e6])
+def test_registration_settles_after_an_event_that_moves_the_maps_little(synthetic_dir,
+                                                                         tmp_path, settle):
+    """With `settle` above what the first event moves, the second renders nothing and keeps
+    the maps; a run resumed after it is settled too and trains on the same images. With 0,
+    every event renders."""
+    bindings = [*TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], "Config.max_steps = 10",
+                "Config.batch_size = 64", f"Config.checkpoint_dir = '{tmp_path}'",
+                "ImageRegistration.at = (0.3, 0.6)", "ImageRegistration.patches = 4",
+                "ImageRegistration.patch_size = 6", "ImageRegistration.margin = 2",
+                f"ImageRegistration.settle = {settle}"]
+    run, scene, mesh = setup_run(_config(synthetic_dir, *bindings))
+    event = run.events[0]
+    renders = []
+    made = run.renderer
+    run.renderer = lambda: renders.append(int(run.state.step)) or made()
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    for step in range(7):
+        run.before_step(step)
+        run.state, _ = run.step(run.state, run.next_batch(), key)
+    first, second = (np.load(tmp_path / "registration" / f"{s}.npy") for s in (3, 6))
+    np.testing.assert_array_equal(run.scene.images[1], registration.warp(event.loaded[1],
+                                                                         second[1]))
+    if not settle:
+        assert renders == [3, 6] and not event.settled()
+        return
+    assert renders == [3] and event.settled()
+    np.testing.assert_array_equal(first, second)
+    resumed, _, _ = setup_run(_config(synthetic_dir, *bindings), scene)
+    resumed.state = run.state
+    resumed.start()
+    assert resumed.events[0].settled()
+    np.testing.assert_array_equal(resumed.scene.images, run.scene.images)
