@@ -77,9 +77,14 @@ def resized(state, field, resolution):
             return field.resize_leaf(inner, leaf, resolution, moment=moment)
         return resize
 
-    return state.replace(
-        params=jax.tree_util.tree_map_with_path(resizer(False), state.params),
-        opt_state=jax.tree_util.tree_map_with_path(resizer(True), state.opt_state))
+    # One compiled program: op by op, every factor's resampling compiled dozens of tiny ones.
+    @jax.jit
+    def resize_all(params, opt_state):
+        return (jax.tree_util.tree_map_with_path(resizer(False), params),
+                jax.tree_util.tree_map_with_path(resizer(True), opt_state))
+
+    params, opt_state = resize_all(state.params, state.opt_state)
+    return state.replace(params=params, opt_state=opt_state)
 
 
 def batch_dict(batch, alpha) -> dict:

@@ -162,7 +162,8 @@ def test_kill_during_a_checkpoint_save_then_resume(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     saved = [int(p) for p in os.listdir(tmp_path / "run" / "checkpoints") if p.isdigit()]
-    assert saved and max(saved) >= 8
+    # One save is in flight at a time: by step 8's line, step 6's has finished (7's may not).
+    assert saved and max(saved) >= 6
     end = max(saved) + 3  # a few more steps, each saved, are enough to show the run goes on
     done = run_cli("train", *binds[:2], f"Config.max_steps={end}", *binds[3:])
     assert "resumed from step" in done.stderr and f"step {end}/{end}" in done.stderr

@@ -89,7 +89,7 @@ def _random_params(field, seed=0, logit_scale=1.0):
     rng = np.random.default_rng(seed)
     pts = jnp.asarray(rng.uniform(-1.4, 1.4, (1, 200, 3)), jnp.float32)
     dirs = jnp.asarray([[0.0, 0.6, 0.8]])
-    params = dict(field.init(jax.random.PRNGKey(seed), pts, None, dirs)["params"])
+    params = dict(jax.jit(field.init)(jax.random.PRNGKey(seed), pts, None, dirs)["params"])
     for name in list(params):
         if wavelet.is_mask(name):  # random logits, so some coefficients are dropped
             params[name] = jnp.asarray(logit_scale * rng.normal(size=params[name].shape),
@@ -97,14 +97,19 @@ def _random_params(field, seed=0, logit_scale=1.0):
     return params, pts, dirs
 
 
+def _to_spatial(params, field):
+    """`wavelet.to_spatial` compiled as one program (op by op it compiles hundreds)."""
+    return jax.jit(lambda p: wavelet.to_spatial(p, field.wavelet_settings()))(params)
+
+
 def test_converted_wavelet_field_renders_like_the_spatial_field():
     field = _wavelet_field()
     params, pts, dirs = _random_params(field)
     assert params["density_planemask_1"].shape == params["density_plane_1"].shape
-    out = field.apply({"params": params}, pts, None, dirs)
-    spatial = wavelet.to_spatial(params, field.wavelet_settings())
+    out = jax.jit(field.apply)({"params": params}, pts, None, dirs)
+    spatial = _to_spatial(params, field)
     assert not any(wavelet.is_mask(k) for k in spatial)
-    ref = field.clone(plane_coding="spatial").apply({"params": spatial}, pts, None, dirs)
+    ref = jax.jit(field.clone(plane_coding="spatial").apply)({"params": spatial}, pts, None, dirs)
     np.testing.assert_allclose(out["density"], ref["density"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["rgb"], ref["rgb"], rtol=1e-5, atol=1e-6)
 
@@ -174,12 +179,12 @@ def test_upsampled_wavelet_field_keeps_its_spatial_field_at_the_new_grid_points(
     params, pts, dirs = _random_params(field)
     params = {k: (jnp.abs(v) + 0.1 if wavelet.is_mask(k) else v) for k, v in params.items()}
     new_res = (32, 40, 16)
-    grown = {k: field.resize_factor(k, v, new_res) for k, v in params.items()}
+    grown = jax.jit(lambda p: {k: field.resize_factor(k, v, new_res) for k, v in p.items()})(
+        params)
     assert grown["appearance_plane_0"].shape == (3, 32, 40)
     assert grown["appearance_planemask_2"].shape == (3, 40, 16)
     assert grown["density_linemask_0"].shape == (2, 16)
-    old = wavelet.to_spatial(params, field.wavelet_settings())
-    new = wavelet.to_spatial(grown, field.wavelet_settings())
+    old, new = _to_spatial(params, field), _to_spatial(grown, field)
     for m in range(len(MODES)):
         for kind in ("density", "appearance"):
             want = resample_factor(f"{kind}_plane_{m}", old[f"{kind}_plane_{m}"], new_res)
@@ -187,7 +192,7 @@ def test_upsampled_wavelet_field_keeps_its_spatial_field_at_the_new_grid_points(
             want = resample_factor(f"{kind}_line_{m}", old[f"{kind}_line_{m}"], new_res)
             np.testing.assert_allclose(new[f"{kind}_line_{m}"], want, atol=1e-6)
     # The grown parameters render (the field reads the stored shapes).
-    out = field.apply({"params": grown}, pts, None, dirs)
+    out = jax.jit(field.apply)({"params": grown}, pts, None, dirs)
     assert np.all(np.isfinite(out["rgb"]))
 
 

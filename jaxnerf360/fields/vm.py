@@ -14,9 +14,11 @@ corners and are evenly spaced (align_corners=True). Factor names are `<prefix>_p
 and `<prefix>_line_<m>` (prefix `density` or `appearance`).
 """
 
+import functools
 import re
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -81,6 +83,7 @@ def vm_components(planes, lines, points, box_min, box_max, kernel: bool = False)
     return out
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def resample_axis(x, axis: int, n_new: int):
     """Linear resampling of `x` along `axis` to `n_new` corner-aligned grid points."""
     return _lerp(x, jnp.linspace(0.0, x.shape[axis] - 1, n_new), axis)

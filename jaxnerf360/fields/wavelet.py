@@ -13,6 +13,7 @@ functions here are pure: decoding, conversion to a spatial field, the codes a co
 stores, and resampling for the upsampling schedule.
 """
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -211,6 +212,7 @@ def _band_slices(n: int, levels: int) -> list:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def resample_bands(x, hw_new, levels: int):
     """Packed `[..., H, W]` resampled band by band to `[..., H', W']` (both / 2^levels).
 
