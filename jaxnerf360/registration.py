@@ -257,15 +257,8 @@ class Registration(events.Event):
 
     def apply(self, run, state):
         step = int(state.step)
-        if self.settled():
-            maps = self.maps  # saved again, so a resumed run finds every event's maps
-        else:
-            renderer = run.renderer()
-
-            def render(index, cols, rows):
-                return renderer.rays(state, scene_rays(self.scene, index, cols, rows))["rgb"]
-
-            maps = estimate(render, self.loaded, self.corners, self.settings)
+        # When settled, the maps are saved again, so a resumed run finds every event's maps.
+        maps = self.maps if self.settled() else self.estimate(run, state)
         os.makedirs(self.folder, exist_ok=True)
         partial = os.path.join(self.folder, f"{step}.npy.partial")
         with open(partial, "wb") as f:
@@ -283,6 +276,15 @@ class Registration(events.Event):
                           f"{self.settings.model}; mean correction {moved.mean():.2f} px, "
                           f"largest {moved.max():.2f} px; moved {self.change:.2f} px")
         return state
+
+    def estimate(self, run, state) -> np.ndarray:
+        """`[N, 3, 3]` maps registering the loaded images to `state`'s renders (`estimate`)."""
+        renderer = run.renderer()
+
+        def render(index, cols, rows):
+            return renderer.rays(state, scene_rays(self.scene, index, cols, rows))["rgb"]
+
+        return estimate(render, self.loaded, self.corners, self.settings)
 
     def settled(self) -> bool:
         """Whether the last event moved the maps less than `ImageRegistration.settle`."""
