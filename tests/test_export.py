@@ -162,7 +162,7 @@ def test_a_short_trained_field_exports_near_the_scene_surfaces(tmp_path):
         [sys.executable, "-m", "jaxnerf360.train", f"--gin_configs={ROOT}/configs/debug.gin",
          f"--gin_bindings=Config.data_dir='{tmp_path / 'scene'}'",
          f"--gin_bindings=Config.checkpoint_dir='{run}'",
-         "--gin_bindings=Config.max_steps=300", "--gin_bindings=Config.batch_size=512",
+         "--gin_bindings=Config.max_steps=300", "--gin_bindings=Config.batch_size=256",
          "--gin_bindings=Config.lr_delay_steps=0",
          "--gin_bindings=Model.field=@TensoRFField", "--gin_bindings=Model.sampler="
          "@OccupancySampler", "--gin_bindings=TensoRFField.resolution=(48, 48, 48)",
