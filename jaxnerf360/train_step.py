@@ -77,14 +77,11 @@ def resized(state, field, resolution):
             return field.resize_leaf(inner, leaf, resolution, moment=moment)
         return resize
 
-    # One compiled program: op by op, every factor's resampling compiled dozens of tiny ones.
-    @jax.jit
-    def resize_all(params, opt_state):
-        return (jax.tree_util.tree_map_with_path(resizer(False), params),
-                jax.tree_util.tree_map_with_path(resizer(True), opt_state))
-
-    params, opt_state = resize_all(state.params, state.opt_state)
-    return state.replace(params=params, opt_state=opt_state)
+    # Leaf by leaf: each resampling is compiled on its own (`vm.resample_axis`); the whole
+    # tree as one program took longer to compile for wavelet planes (BENCHMARKS.md).
+    return state.replace(
+        params=jax.tree_util.tree_map_with_path(resizer(False), state.params),
+        opt_state=jax.tree_util.tree_map_with_path(resizer(True), state.opt_state))
 
 
 def batch_dict(batch, alpha) -> dict:

@@ -181,9 +181,8 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
     state, _ = step(run.state, batch, parallel.replicate(jax.random.PRNGKey(0), mesh))
     new_res = (31, 21, 26)
     grown = resized(state, run.field, new_res)
-    np.testing.assert_allclose(grown.params["field"]["density_plane_1"],  # compiled: fused
-                               resample_factors(state.params["field"], new_res)["density_plane_1"],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grown.params["field"]["density_plane_1"],
+                               resample_factors(state.params["field"], new_res)["density_plane_1"])
     assert grown.params["field"]["appearance_line_0"].shape == (6, 26)
     # The proposal MLP and the field's networks are untouched.
     for a, b in zip(jax.tree.leaves(state.params["sampler"]),
@@ -201,8 +200,7 @@ def test_resize_grids_resamples_factors_and_their_adam_moments(synthetic_dir):
             name = path[-1].key
             assert leaf.shape == field_shapes[name], (path, leaf.shape)
             want = resample_factors({name: old_leaves[path]}, new_res)[name]
-            np.testing.assert_allclose(leaf, want, rtol=1e-5,  # compiled: fused
-                                       atol=1e-6 * float(np.abs(want).max()))
+            np.testing.assert_allclose(leaf, want, rtol=1e-6)
             seen += 1
     assert seen == 2 * 12  # mu and nu of 12 factors
     # The grown state trains on (a new compile for the new shapes).
