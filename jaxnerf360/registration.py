@@ -256,15 +256,15 @@ class Registration(events.Event):
         self.change = None  # px: how far the last event moved the maps
 
     def apply(self, run, state):
-        step = int(state.step)
+        step, settled = int(state.step), self.settled()
         # When settled, the maps are saved again, so a resumed run finds every event's maps.
-        maps = self.maps if self.settled() else self.estimate(run, state)
+        maps = self.maps if settled else self.estimate(run, state)
         os.makedirs(self.folder, exist_ok=True)
         partial = os.path.join(self.folder, f"{step}.npy.partial")
         with open(partial, "wb") as f:
             np.save(f, maps)
         os.replace(partial, os.path.join(self.folder, f"{step}.npy"))
-        if self.settled():
+        if settled:
             events.log_change("training images kept", step, f"the last event moved them "
                               f"{self.change:.2f} px < ImageRegistration.settle")
             return state
