@@ -85,11 +85,12 @@ def test_gradients_reach_the_field_through_the_head(synthetic_dir):
                             if x.dtype != np.int32 else x[None], _view(6).window_rays(0, 0, 5, 5))
         bg = jnp.ones((1, 5, 5, 3), jnp.float64)
 
+        @jax.jit  # compiled once rather than run op by op (seven calls)
         def loss(field_params):
             p = {**params, "field": field_params}
             return jnp.sum(model.apply({"params": p}, None, rays, 1.0, bg)["rgb"] ** 2)
 
-        grads = jax.grad(loss)(params["field"])
+        grads = jax.jit(jax.grad(loss))(params["field"])
         leaf = ("features", "kernel")  # reaches rgb only through the head
         g = grads
         for key in leaf:

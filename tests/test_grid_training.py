@@ -1,5 +1,7 @@
 """Training a grid field: samplers x fields, upsampling, learning-rate groups, regularisers."""
 
+import functools
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -113,11 +115,12 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
     run, scene, _ = _partly_occupied(synthetic_dir, 2)
     model, state = run.model, run.state
-    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    rays = jax.tree.map(jnp.asarray, next(RayBatcher(scene, 128, seed=1)).rays)
     used, total = (int(v) for v in rendering.counted_samples(model, state, rays))
     assert 0 < used < total // 2
     bg = jnp.ones((128, 3))
 
+    @functools.partial(jax.jit, static_argnums=0)
     def render(capacity):
         return model.apply({"params": state.params}, None, rays, 1.0, bg,
                            sampler_state=state.sampler_state, capacity=capacity)
@@ -125,6 +128,28 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     dense, packed, short = render(None), render(used), render(used - 10)
     np.testing.assert_allclose(packed["rgb"], dense["rgb"], atol=1e-5)
     assert int(packed["overflow"]) == 0 and int(short["overflow"]) == 10
+
+
+def test_the_renderer_reuses_a_compiled_buffer_that_holds_the_rays(synthetic_dir):
+    """Rays that count fewer samples than an earlier render (but more than 1/1.5 of its buffer)
+    reuse that buffer size, so nothing compiles again, and render what a fresh renderer does."""
+    run, scene, mesh = _partly_occupied(synthetic_dir, 2)
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    fewer = run.state.sampler_state.at[:, :, run.state.sampler_state.shape[2] * 3 // 8:].set(
+        False)
+    thinner = run.state.replace(sampler_state=fewer)
+    renderer = rendering.Renderer(run.model, mesh, "white", 128)
+    renderer.rays(run.state, rays)
+    (size,) = renderer._sizes[0]
+    needed = int(rendering.counted_samples(run.model, thinner, rays)[0])
+    assert needed <= size <= 1.5 * needed  # so the policy reuses it
+    again = renderer.rays(thinner, rays)
+    assert renderer._sizes[0] == [size]
+    fresh = rendering.Renderer(run.model, mesh, "white", 128)
+    alone = fresh.rays(thinner, rays)
+    assert fresh._sizes[0][0] < size
+    for key in ("rgb", "acc", "distance_median"):
+        np.testing.assert_allclose(again[key], alone[key], atol=1e-5)
 
 
 def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
@@ -137,10 +162,11 @@ def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
     params = jax.tree.map(lambda x: x, state.params)
     for m in range(3):  # denser than at initialisation, so weights spread over decades
         params["field"][f"density_plane_{m}"] = 4.0 * params["field"][f"density_plane_{m}"]
-    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    rays = jax.tree.map(jnp.asarray, next(RayBatcher(scene, 128, seed=1)).rays)
     used, total = (int(v) for v in rendering.counted_samples(run.model, state, rays))
     black = jnp.zeros((128, 3))
 
+    @functools.partial(jax.jit, static_argnums=(0, 1))
     def render(model, shown=None):
         return model.apply({"params": params}, None, rays, 1.0, black,
                            sampler_state=state.sampler_state, capacity=used,

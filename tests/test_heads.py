@@ -75,12 +75,13 @@ def test_tiled_image_equals_the_head_on_the_whole_image(synthetic_dir):
 
 def test_identity_head_renders_what_no_head_renders(synthetic_dir):
     plain = _model(synthetic_dir)
-    params = plain.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), dummy_rays((4,)), 0.0,
-                        jnp.ones((4, 3)))["params"]
+    params = jax.jit(lambda: plain.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1),
+                                        dummy_rays((4,)), 0.0, jnp.ones((4, 3))))()["params"]
     rays = jax.tree.map(lambda x: x[None], _view(6).rays())
     bg = jnp.ones((1, 6, 6, 3))
-    want = plain.apply({"params": params}, None, rays, 1.0, bg)
-    got = plain.clone(head=IdentityHead).apply({"params": params}, None, rays, 1.0, bg)
+    want = jax.jit(lambda p: plain.apply({"params": p}, None, rays, 1.0, bg))(params)
+    identity = plain.clone(head=IdentityHead)
+    got = jax.jit(lambda p: identity.apply({"params": p}, None, rays, 1.0, bg))(params)
     np.testing.assert_array_equal(got["rgb"], want["rgb"])
 
 
