@@ -250,7 +250,8 @@ def _buffered(rays, tdist, mask, capacity, ray_shape, warp):
     ray, k = idx // n, idx % n
     flat_t = tdist.reshape(-1, n + 1)
     ends = jnp.stack([flat_t[ray, k], flat_t[ray, k + 1]], -1)  # [capacity, 2]
-    one = jax.tree.map(lambda x: jnp.reshape(x, (-1, x.shape[-1]))[ray], rays)
+    # (jnp.asarray: under jit, jnp.reshape keeps host rays as numpy, which a traced index fails)
+    one = jax.tree.map(lambda x: jnp.asarray(x).reshape(-1, x.shape[-1])[ray], rays)
     means, covs = rays_to_gaussians(one, ends, ray_shape, warp)
     return idx, valid, overflow, one, means, covs
 

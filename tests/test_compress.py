@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -78,12 +79,12 @@ def test_file_decodes_bit_exactly_and_renders_like_the_quantised_field(tmp_path,
     # rounding, and the float16 networks).
     from_file = _field_params(read, settings)
     in_memory = _field_params(want, settings)
-    spatial = field.clone(plane_coding="spatial")
-    out = spatial.apply({"params": from_file}, pts, None, dirs)
-    ref = spatial.apply({"params": in_memory}, pts, None, dirs)
+    spatial = jax.jit(lambda p: field.clone(plane_coding="spatial").apply({"params": p}, pts,
+                                                                          None, dirs))
+    out, ref = spatial(from_file), spatial(in_memory)
     np.testing.assert_array_equal(out["rgb"], ref["rgb"])
     np.testing.assert_array_equal(out["density"], ref["density"])
-    trained = field.apply({"params": params["field"]}, pts, None, dirs)
+    trained = jax.jit(lambda p: field.apply({"params": p}, pts, None, dirs))(params["field"])
     np.testing.assert_allclose(out["density"], trained["density"], atol=1e-5, rtol=1e-4)
     tol = 2e-3 if dtype == "float16" else 1e-5
     np.testing.assert_allclose(out["rgb"], trained["rgb"], atol=tol)

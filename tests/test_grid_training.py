@@ -115,7 +115,7 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     """Gathering occupied samples into a buffer renders exactly what evaluating all does."""
     run, scene, _ = _partly_occupied(synthetic_dir, 2)
     model, state = run.model, run.state
-    rays = jax.tree.map(jnp.asarray, next(RayBatcher(scene, 128, seed=1)).rays)
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
     used, total = (int(v) for v in rendering.counted_samples(model, state, rays))
     assert 0 < used < total // 2
     bg = jnp.ones((128, 3))
@@ -162,7 +162,7 @@ def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
     params = jax.tree.map(lambda x: x, state.params)
     for m in range(3):  # denser than at initialisation, so weights spread over decades
         params["field"][f"density_plane_{m}"] = 4.0 * params["field"][f"density_plane_{m}"]
-    rays = jax.tree.map(jnp.asarray, next(RayBatcher(scene, 128, seed=1)).rays)
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
     used, total = (int(v) for v in rendering.counted_samples(run.model, state, rays))
     black = jnp.zeros((128, 3))
 

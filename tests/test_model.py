@@ -1,5 +1,7 @@
 """The model (proposal sampler + MLP field + renderer) and the losses on random rays."""
 
+import functools
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -169,7 +171,8 @@ def test_model_composites_a_sixteen_channel_feature_like_rgb(sampler):
     grid[2:6, 2:6, 2:6] = True
     state = jnp.asarray(grid) if sampler == "occupancy" else None
 
-    def render(capacity=None):  # eager: without a capacity the buffer is sized from the mask
+    @functools.partial(jax.jit, static_argnames="capacity")
+    def render(capacity=None):
         return model.apply({"params": params}, None, rays, 1.0, black, sampler_state=state,
                            capacity=capacity)
 
