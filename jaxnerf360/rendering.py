@@ -20,9 +20,6 @@ from jaxnerf360.data.cameras import View
 from jaxnerf360.errors import UserError
 from jaxnerf360.model import background_colors
 
-# Views differ in how many samples they count, and each buffer size compiles the render anew:
-# a size already compiled is reused while it holds the view with at most this much padding.
-_REUSE = 1.5
 _PER_SAMPLE = ("sdist", "weights", "prop_levels", "overflow", "appearance_overflow")
 
 
@@ -58,16 +55,16 @@ def map_rays(fn, rays, chunk: int, multiple: int = 1):
     return join_outputs([jax.device_get(fn(part)) for part, _ in parts], parts, shape)
 
 
-def round_capacity(needed: int, total: int, per_doubling: int = 16) -> int | None:
-    """A buffer size >= needed (None: no smaller than `total`), rounded up to a
-    1/`per_doubling` of the largest power of two not above it.
+def round_capacity(needed: int, total: int) -> int | None:
+    """A buffer size >= needed (None: no smaller than `total`), rounded up to a sixteenth of
+    the largest power of two not above it.
 
-    Training's sixteen sizes per doubling: at most 1/16 of padding evaluated as work, and few
-    distinct sizes, so few compiled steps. (Rounding to 1/32 of all samples left the trained
-    TensoRF step's colour buffer 22% larger than its fullest batch; BENCHMARKS.md.)
+    Sixteen sizes per doubling: at most 1/16 of padding evaluated as work, and few distinct
+    sizes, so few compiled steps. (Rounding to 1/32 of all samples left the trained TensoRF
+    step's colour buffer 22% larger than its fullest batch; BENCHMARKS.md.)
     """
     needed = max(int(needed), 1)
-    quantum = max(1, (1 << (needed.bit_length() - 1)) // per_doubling)
+    quantum = max(1, (1 << (needed.bit_length() - 1)) // 16)
     capacity = -(-needed // quantum) * quantum
     return None if capacity >= total else capacity
 
@@ -93,7 +90,6 @@ class Renderer:
         self.devices = parallel.data_size(mesh)  # rays split over the data axis
         self.buffered = model.sampler().uses_sample_buffer()
         self.radius, self.upsample = model.head_geometry()
-        self._sizes = ([], [])  # the sample and appearance buffer sizes compiled so far
         repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
         self._data = data
         bg_kind = "black" if background == "black" else "white"
@@ -122,23 +118,11 @@ class Renderer:
         if not self.buffered:
             return None, None
         counts = [jax.device_get(self._count(state, part)) for part, _ in parts]
-        capacity = self._fit(0, max(int(c[0]) for c in counts), int(counts[0][1]))
+        capacity = round_capacity(max(int(c[0]) for c in counts), int(counts[0][1]))
         if capacity is None or not self.model.culls_appearance():
             return capacity, None
         shown = [jax.device_get(self._shown(state, part, capacity)) for part, _ in parts]
-        return capacity, self._fit(1, max(int(c[0]) for c in shown), int(shown[0][1]))
-
-    def _fit(self, slot: int, needed: int, total: int) -> int | None:
-        """A buffer size for `needed` samples of `total`: the smallest size this renderer has
-        already compiled that holds them with at most half of them again as padding, else a
-        new one of at most 4 sizes per doubling (each new size compiles the render)."""
-        fits = [c for c in self._sizes[slot] if needed <= c <= needed * _REUSE]
-        if fits:
-            return min(fits)
-        capacity = round_capacity(needed, total, per_doubling=4)
-        if capacity is not None:
-            self._sizes[slot].append(capacity)
-        return capacity
+        return capacity, round_capacity(max(int(c[0]) for c in shown), int(shown[0][1]))
 
     def _split(self, rays, chunk: int) -> tuple:
         """`split_rays` with each part already on the devices (a process's own ones, when

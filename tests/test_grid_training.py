@@ -130,28 +130,6 @@ def test_occupied_sample_buffer_matches_dense_evaluation(synthetic_dir):
     assert int(packed["overflow"]) == 0 and int(short["overflow"]) == 10
 
 
-def test_the_renderer_reuses_a_compiled_buffer_that_holds_the_rays(synthetic_dir):
-    """Rays that count fewer samples than an earlier render (but more than 1/1.5 of its buffer)
-    reuse that buffer size, so nothing compiles again, and render what a fresh renderer does."""
-    run, scene, mesh = _partly_occupied(synthetic_dir, 2)
-    rays = next(RayBatcher(scene, 128, seed=1)).rays
-    fewer = run.state.sampler_state.at[:, :, run.state.sampler_state.shape[2] * 3 // 8:].set(
-        False)
-    thinner = run.state.replace(sampler_state=fewer)
-    renderer = rendering.Renderer(run.model, mesh, "white", 128)
-    renderer.rays(run.state, rays)
-    (size,) = renderer._sizes[0]
-    needed = int(rendering.counted_samples(run.model, thinner, rays)[0])
-    assert needed <= size <= 1.5 * needed  # so the policy reuses it
-    again = renderer.rays(thinner, rays)
-    assert renderer._sizes[0] == [size]
-    fresh = rendering.Renderer(run.model, mesh, "white", 128)
-    alone = fresh.rays(thinner, rays)
-    assert fresh._sizes[0][0] < size
-    for key in ("rgb", "acc", "distance_median"):
-        np.testing.assert_allclose(again[key], alone[key], atol=1e-5)
-
-
 def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
     """With `appearance_weight_threshold`, colours are computed only for buffered samples
     whose weight exceeds it: each ray's colour then falls short of the full render by at
