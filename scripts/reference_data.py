@@ -15,10 +15,12 @@ import os
 import shutil
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
+from jaxnerf360 import cli
 from jaxnerf360.data import blender
+from jaxnerf360.errors import UserError
 
 flags.DEFINE_string("data_dir", "../shared/data/nerf_synthetic/lego", "A Blender scene.")
 flags.DEFINE_integer("factor", 8, "The downsampling factor (area filter).")
@@ -34,7 +36,8 @@ def to_rgba8(image: np.ndarray) -> np.ndarray:
 
 def main(_):
     if not FLAGS.out:
-        raise SystemExit("--out is required: the directory to write the copy to")
+        raise UserError("--out is required: the directory to write the copy to")
+    written = 0
     for split in ("train", "test", "val"):
         json_path = os.path.join(FLAGS.data_dir, f"transforms_{split}.json")
         if not os.path.exists(json_path):
@@ -46,7 +49,11 @@ def main(_):
             Image.fromarray(to_rgba8(image), "RGBA").save(path)
         shutil.copy(json_path, FLAGS.out)
         print(f"{split}: {scene.num_images} images of {scene.width}x{scene.height}")
+        written += 1
+    if not written:
+        raise UserError(f"--data_dir={FLAGS.data_dir} holds no transforms_train/test/val.json; "
+                        "give a Blender scene's directory")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
