@@ -43,18 +43,24 @@ class Model(nn.Module):
     # channels apart from its density, the channels are computed only where the compositing
     # weight exceeds this (0: everywhere), gathered into a second buffer.
     appearance_weight_threshold: float = 0.0
+    # Training computes the second buffer in this many parts while its size is not yet known
+    # from the field (before the sampler's first update, the buffer holds every sample): a
+    # part no shown sample reaches is skipped, so the cost follows the shown count.
+    appearance_chunks: int = 1
 
     @nn.compact
     def __call__(self, rng, rays, train_frac, bg_rgbs, compute_extras: bool = False,
                  sampler_state=None, capacity: int | None = None, spectral_control: bool = True,
-                 apply_head: bool = True, appearance_capacity: int | None = None):
+                 apply_head: bool = True, appearance_capacity: int | None = None,
+                 appearance_chunks: int = 1):
         """Renders `rays` ([...] leading shape) on background `bg_rgbs [..., 3]`.
 
         `sampler_state` is the sampler's state (an occupancy grid); when the sampler masks its
         samples, the field runs only on the counted ones, gathered into a buffer of static
         size `capacity` (None: every sample); with `appearance_capacity` as well, the channels
         other than density are computed only for the buffered samples whose weight exceeds
-        `appearance_weight_threshold`, at most that many (the rest get zero channels).
+        `appearance_weight_threshold`, at most that many (the rest get zero channels), in
+        `appearance_chunks` parts (those past the shown count skipped at run time).
         Returns a dict: every channel of the field composited (`rgb [..., 3]` on the
         background, any others `[..., C]`), `acc [...]`, `sdist`/`weights` of the final level,
         `prop_levels` (for the interlevel loss), `overflow` (counted samples that did not fit
@@ -82,7 +88,8 @@ class Model(nn.Module):
             out, overflow, app_overflow = _weighted_field(
                 field, rays, samples.tdist, samples.mask, (capacity, appearance_capacity),
                 sampler.ray_shape, context.warp, progress,
-                (self.appearance_weight_threshold, self.opaque_background))
+                (self.appearance_weight_threshold, self.opaque_background),
+                appearance_chunks)
         else:
             out, overflow = _masked_field(field, rays, samples.tdist, samples.mask, capacity,
                                           sampler.ray_shape, context.warp, progress)
@@ -270,13 +277,14 @@ def _buffered_weights(density_fn, rays, tdist, mask, capacity, ray_shape, warp, 
 
 
 def _weighted_field(field, rays, tdist, mask, capacities, ray_shape, warp, progress,
-                    weighting):
+                    weighting, chunks: int = 1):
     """`_masked_field` with the channels computed only where they show (TensoRF).
 
     The density runs on the buffer of `capacities[0]` counted samples; the compositing
     weights follow, and the channels other than density run only on the buffered samples
-    whose weight exceeds `weighting[0]`, gathered into a second buffer of `capacities[1]`.
-    A sample below the threshold adds less than that to any channel. Returns
+    whose weight exceeds `weighting[0]`, gathered into a second buffer of `capacities[1]`
+    (computed in `chunks` parts, see `_chunked_channels`). A sample below the threshold adds
+    less than that to any channel. Returns
     `(out, overflow, appearance_overflow)`.
     """
     threshold, opaque = weighting
@@ -289,11 +297,46 @@ def _weighted_field(field, rays, tdist, mask, capacities, ray_shape, warp, progr
     sub, sub_valid, app_overflow = compact(shows, capacities[1])
     pick = jax.tree.map(lambda x: x[sub], one)
     covs = None if covs is None else covs[sub]
-    channels = field(means[sub], covs, pick.viewdirs, progress=progress, with_density=False)
+    channels = _chunked_channels(field, means[sub], covs, pick.viewdirs, sub_valid, chunks,
+                                 progress)
     out = {name: scatter(value[:, 0], idx[sub], sub_valid, total).reshape(
         shape + value.shape[2:]) for name, value in channels.items()}
     out["density"] = density
     return out, overflow, app_overflow
+
+
+def _chunked_channels(field, means, covs, viewdirs, valid, chunks: int, progress):
+    """The field's channels but density on buffered Gaussians `means [capacity, 1, 3]`, in
+    `chunks` consecutive parts; a part with no `valid [capacity]` slot gives zeros unrun.
+
+    The buffer is filled from the front, so the parts past the shown count are skipped at run
+    time (`nn.cond`, which skips them in the backward pass too) and the cost follows the count
+    without a new compilation.
+    """
+    def run(mdl, m, c, d):
+        return mdl(m, c, d, progress=progress, with_density=False)
+
+    capacity = means.shape[0]
+    size = -(-capacity // max(chunks, 1))
+    count = jnp.sum(valid, dtype=jnp.int32)
+    parts = []
+    for start in range(0, capacity, size):
+        part = slice(start, min(start + size, capacity))
+        args = (means[part], None if covs is None else covs[part], viewdirs[part])
+        if not parts:  # the first part always runs: it gives the channels' shapes
+            parts.append(run(field, *args))
+            continue
+        length = part.stop - part.start
+        shapes = jax.tree.map(
+            lambda x, n=length: jax.ShapeDtypeStruct((n,) + x.shape[1:], x.dtype), parts[0])
+
+        def skipped(mdl, m, c, d, shapes=shapes):
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        parts.append(nn.cond(start < count, run, skipped, field, *args))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 def background_colors(kind: str, shape, rng=None):

@@ -104,13 +104,13 @@ def center_crop(x, height: int, width: int):
 
 def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
                  capacity: int | None = None, deterministic: bool = False, phase=None,
-                 appearance_capacity: int | None = None):
+                 appearance_capacity: int | None = None, appearance_chunks: int = 1):
     """`loss_fn(params, state, batch, rng, views) -> (total, stats)` for one batch.
 
     `groups` are the declared parameter groups (for the terms' learning-rate ratios);
     `capacity` the static sample-buffer size of a masking sampler, `appearance_capacity` that
-    of the samples whose channels are computed (`Model.appearance_weight_threshold`);
-    `deterministic` renders
+    of the samples whose channels are computed (`Model.appearance_weight_threshold`), in
+    `appearance_chunks` parts that are skipped past the shown count; `deterministic` renders
     the finished field (no jitter, train_frac 1, the fixed background): test-pose refinement.
     `phase` (a `phases.Phase` of the head's plan, or None): a phase that does not render is
     the plan's own loss; parts the phase does not train get no gradient.
@@ -139,7 +139,8 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
         out = model.apply({"params": model_params}, key_render, rays, train_frac, bg,
                           sampler_state=state.sampler_state, capacity=capacity,
                           spectral_control=supervision.enabled,
-                          appearance_capacity=appearance_capacity)
+                          appearance_capacity=appearance_capacity,
+                          appearance_chunks=appearance_chunks)
         target_patch = target if target.ndim == 4 else None
         if out["rgb"].shape != target.shape:  # a head consumed a margin, or terms read one
             target = center_crop(target, *out["rgb"].shape[-3:-1])

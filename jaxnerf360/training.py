@@ -80,6 +80,7 @@ class Training:
         self.events = events.for_run(self)
         self.capacity = None
         self.appearance_capacity = None  # the buffer of samples whose channels are computed
+        self.appearance_chunks = 1  # ... in this many parts, skipped past the shown count
         self._grow = None  # (samples, shown) the buffers must hold from the next step
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
@@ -243,12 +244,12 @@ class Training:
             return ""
         return self.plan.describe(self.plan.phase_at(step, self.config.max_steps))
 
-    def _build_step(self, capacity, spectral, phase, appearance=None):
+    def _build_step(self, capacity, spectral, phase, appearance=None, chunks=1):
         supervision = self.supervision if spectral else self.supervision.disabled()
         phase = None if phase is None else next(p for p in self.plan.phases() if p.name == phase)
         loss_fn = make_loss_fn(self.model, self.cameras, supervision, self.objective,
                                self.config, self.groups, capacity, phase=phase,
-                               appearance_capacity=appearance)
+                               appearance_capacity=appearance, appearance_chunks=chunks)
         network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
                                optim.group_schedule(network, self.config), self.shardings)
@@ -256,6 +257,7 @@ class Training:
     def phase_step(self, name: str):
         """The compiled train step of the head's phase `name` (for benchmarks)."""
         return self._steps.get(capacity=self.capacity, appearance=self.appearance_capacity,
+                               chunks=self.appearance_chunks,
                                spectral=self._spectral(int(self.state.step)), phase=name)
 
     def _views_for(self, phase):
@@ -285,21 +287,26 @@ class Training:
         batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
         self.capacity = events.estimate_capacity(lambda rays: self._count(self.state, rays),
                                                  batches, at_least)
-        self.appearance_capacity = None
+        self.appearance_capacity, self.appearance_chunks = None, 1
         if self.capacity is not None and self.model.culls_appearance():
             self.appearance_capacity = self.capacity
             updates = self.model.sampler().state_update_steps()
             # Until the sampler's first update the field is fresh and its weights grow
-            # within steps: a buffer sized from them now would overflow at once.
+            # within steps: a buffer sized from them now would overflow at once. It holds
+            # every counted sample then, in parts skipped past the shown count.
             if not updates or step >= min(updates):
+                # Density on every sample, not the new buffer: the probe's compiled
+                # function then does not change with the buffer size.
                 self.appearance_capacity = events.estimate_capacity(
-                    lambda rays: self._shown(self.state, rays, self.capacity), batches,
+                    lambda rays: self._shown(self.state, rays, None), batches,
                     at_least_shown) or self.capacity
+            else:
+                self.appearance_chunks = self.model.appearance_chunks
         logging.info("occupied-sample buffer: %s%s", self.capacity or "all samples",
                      f", of which shown: {self.appearance_capacity}"
                      if self.appearance_capacity else "")
         return self._steps.get(capacity=self.capacity, appearance=self.appearance_capacity,
-                               spectral=spectral, phase=phase)
+                               chunks=self.appearance_chunks, spectral=spectral, phase=phase)
 
     def _probe_rays(self, batch):
         # With poses being optimised the train step casts rays from the corrected cameras,

@@ -165,6 +165,44 @@ def test_appearance_culling_drops_at_most_the_culled_weights(synthetic_dir):
     assert int(render(culling, shown - 7)["appearance_overflow"]) == 7
 
 
+def test_colour_buffer_in_parts_skips_empty_parts_exactly(synthetic_dir):
+    """The colour buffer computed in parts (those past the shown count skipped at run time)
+    renders, and differentiates, as the buffer computed whole: here the shown samples fill
+    under half of it, so at least two of five parts are skipped."""
+    run, scene, _ = _partly_occupied(synthetic_dir, 2)
+    state = run.state
+    params = jax.tree.map(lambda x: x, state.params)
+    for m in range(3):
+        params["field"][f"density_plane_{m}"] = 4.0 * params["field"][f"density_plane_{m}"]
+    rays = next(RayBatcher(scene, 128, seed=1)).rays
+    used = int(rendering.counted_samples(run.model, state, rays)[0])
+    black = jnp.zeros((128, 3))
+    weights = np.asarray(jax.jit(lambda p: run.model.apply(
+        {"params": p}, None, rays, 1.0, black, sampler_state=state.sampler_state,
+        capacity=used))(params)["weights"])
+    model = run.model.clone(
+        appearance_weight_threshold=float(np.quantile(weights[weights > 0], 0.7)))
+    shown = int(jax.jit(lambda p: model.shown_samples(p, rays, state.sampler_state, None))(
+        params)[0])
+    assert 0 < shown < 0.6 * used
+
+    def loss(p, chunks):
+        out = model.apply({"params": p}, None, rays, 1.0, black,
+                          sampler_state=state.sampler_state, capacity=used,
+                          appearance_capacity=used, appearance_chunks=chunks)
+        return jnp.sum(out["rgb"] * jnp.arange(1.0, 4.0)), out
+
+    for_chunks = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (whole, out), grads = for_chunks(params, 1)
+    (parts, out5), grads5 = for_chunks(params, 5)
+    np.testing.assert_allclose(out5["rgb"], out["rgb"], atol=1e-6)
+    np.testing.assert_allclose(parts, whole, rtol=1e-6)
+    assert int(out5["appearance_overflow"]) == 0
+    for a, b in zip(jax.tree.leaves(grads5), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads["field"]))
+
+
 def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
     run, _, _ = _partly_occupied(synthetic_dir, 4)
