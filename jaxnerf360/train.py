@@ -5,6 +5,7 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
@@ -68,6 +69,13 @@ def _summary_writer(config):
     return SummaryWriter(os.path.join(config.checkpoint_dir, "tensorboard"))
 
 
+def most_dropped(dropped) -> tuple:
+    """(counted, shown) samples dropped by the fullest of the steps' `dropped` pairs (reduced
+    on the device: one read, however many steps)."""
+    most = jnp.max(jnp.asarray([list(pair) for pair in dropped], jnp.int32), axis=0)
+    return tuple(int(v) for v in jax.device_get(most))
+
+
 def _describe_overflow(stats) -> str:
     """'  overflow N' (and the appearance buffer's) for the log, '' when nothing overflowed."""
     text = f"  overflow {int(stats['overflow'])}" if stats["overflow"] else ""
@@ -112,12 +120,18 @@ def train(config: configs.Config):
     stop = _StopFlag()
     try:
         t_last, steps_since = time.time(), 0
+        dropped = []  # each step's buffer overflows since the last print, read there
         for step in range(start + 1, config.max_steps + 1):
             run.before_step(step - 1)  # the state's step, counted on the host
             run.state, stats = run.step(run.state, run.next_batch(), key)
+            dropped.append((stats["overflow"], stats.get("appearance_overflow", 0)))
             steps_since += 1
             if step % config.print_every == 0 or step == config.max_steps:
                 stats = jax.device_get(stats)
+                # The most any step dropped, not only this one: buffers are sized with
+                # little head-room, and a step between prints may be the one that overflows.
+                stats["overflow"], stats["appearance_overflow"] = most_dropped(dropped)
+                dropped = []
                 now = time.time()
                 rays_per_sec = steps_since * config.batch_size / (now - t_last)
                 eta = (config.max_steps - step) * (now - t_last) / steps_since

@@ -285,8 +285,10 @@ class Training:
         if self.kept is not None:
             probe.keep_only(self.kept)
         batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
+        margin = (events.MOVING_CAPACITY_MARGIN if self.cameras.optimize_poses
+                  else events.CAPACITY_MARGIN)
         self.capacity = events.estimate_capacity(lambda rays: self._count(self.state, rays),
-                                                 batches, at_least)
+                                                 batches, at_least, margin)
         self.appearance_capacity, self.appearance_chunks = None, 1
         if self.capacity is not None and self.model.culls_appearance():
             self.appearance_capacity = self.capacity
@@ -299,7 +301,7 @@ class Training:
                 # function then does not change with the buffer size.
                 self.appearance_capacity = events.estimate_capacity(
                     lambda rays: self._shown(self.state, rays, None), batches,
-                    at_least_shown) or self.capacity
+                    at_least_shown, margin) or self.capacity
             else:
                 self.appearance_chunks = self.model.appearance_chunks
         logging.info("occupied-sample buffer: %s%s", self.capacity or "all samples",

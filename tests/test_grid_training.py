@@ -203,6 +203,16 @@ def test_colour_buffer_in_parts_skips_empty_parts_exactly(synthetic_dir):
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads["field"]))
 
 
+def test_the_log_reports_the_most_any_step_dropped():
+    """Between two prints, the step that overflowed most decides how the buffers grow, not
+    the last step alone (buffers are sized with a 5% margin; any step may be the fullest)."""
+    from jaxnerf360.train import most_dropped
+
+    steps = [(jnp.asarray(0), jnp.asarray(3)), (jnp.asarray(5), 0), (jnp.asarray(1), 1)]
+    assert most_dropped(steps) == (5, 3)
+    assert most_dropped([(jnp.asarray(0), 0)]) == (0, 0)
+
+
 def test_sample_buffer_grows_after_an_overflow(synthetic_dir):
     """A step that dropped samples re-sizes the buffer above what it held plus the overflow."""
     run, _, _ = _partly_occupied(synthetic_dir, 4)
