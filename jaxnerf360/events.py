@@ -138,10 +138,16 @@ class StepCache:
 
 # Head-room over the fullest of the probe batches. In a trained state of tensorf_lego_cpu.gin
 # the counts of 300 batches spread by about 2% (sd); the fullest was 6.4% over the mean, and
-# 5% over the fullest of 4 probes held every one (BENCHMARKS.md). Padding is computed work.
+# 5% over the fullest of 4 probes held every one; a whole run overflowed once (835 samples)
+# and the loop grew the buffer (BENCHMARKS.md). Padding is computed work.
 CAPACITY_MARGIN = 1.05
 # Rays cast from cameras being optimised cross the scene differently as the poses move.
 MOVING_CAPACITY_MARGIN = 1.1
+
+
+def capacity_margin(moving: bool) -> float:
+    """Head-room over the fullest probe batch: more while the poses, so the rays, move."""
+    return MOVING_CAPACITY_MARGIN if moving else CAPACITY_MARGIN
 
 
 def estimate_capacity(count, batches, at_least: int = 0,

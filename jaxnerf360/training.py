@@ -285,8 +285,7 @@ class Training:
         if self.kept is not None:
             probe.keep_only(self.kept)
         batches = [self._probe_rays(probe.next_with_alpha()[0]) for _ in range(4)]
-        margin = (events.MOVING_CAPACITY_MARGIN if self.cameras.optimize_poses
-                  else events.CAPACITY_MARGIN)
+        margin = events.capacity_margin(moving=self.cameras.optimize_poses)
         self.capacity = events.estimate_capacity(lambda rays: self._count(self.state, rays),
                                                  batches, at_least, margin)
         self.appearance_capacity, self.appearance_chunks = None, 1
@@ -296,9 +295,7 @@ class Training:
             # Until the sampler's first update the field is fresh and its weights grow
             # within steps: a buffer sized from them now would overflow at once. It holds
             # every counted sample then, in parts skipped past the shown count.
-            if not updates or step >= min(updates):
-                # Density on every sample, not the new buffer: the probe's compiled
-                # function then does not change with the buffer size.
+            if not updates or step >= min(updates):  # (density on every sample: one probe)
                 self.appearance_capacity = events.estimate_capacity(
                     lambda rays: self._shown(self.state, rays, None), batches,
                     at_least_shown, margin) or self.capacity
