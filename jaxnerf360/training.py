@@ -90,9 +90,8 @@ class Training:
         self._renderer = None
         # Compiled once per run (they retrace for new shapes only), not at every event.
         self._count = jax.jit(lambda st, rays: counted_samples(self.model, st, rays))
-        self._shown = jax.jit(lambda st, rays, capacity: shown_samples(self.model, st, rays,
-                                                                       capacity),
-                              static_argnums=(2,))
+        # The density on every sample, not on a buffer: a new buffer size does not recompile.
+        self._shown = jax.jit(lambda st, rays: shown_samples(self.model, st, rays))
         self._density = jax.jit(lambda params, points: self.model.density(params, points))
         self.step = self._steps.get(capacity=None, spectral=self._spectral(0),
                                     phase=self.phase_name(0))
@@ -295,9 +294,9 @@ class Training:
             # Until the sampler's first update the field is fresh and its weights grow
             # within steps: a buffer sized from them now would overflow at once. It holds
             # every counted sample then, in parts skipped past the shown count.
-            if not updates or step >= min(updates):  # (density on every sample: one probe)
+            if not updates or step >= min(updates):
                 self.appearance_capacity = events.estimate_capacity(
-                    lambda rays: self._shown(self.state, rays, None), batches,
+                    lambda rays: self._shown(self.state, rays), batches,
                     at_least_shown, margin) or self.capacity
             else:
                 self.appearance_chunks = self.model.appearance_chunks
