@@ -317,7 +317,7 @@ def _chunked_channels(field, means, covs, viewdirs, valid, chunks: int, progress
         return mdl(m, c, d, progress=progress, with_density=False)
 
     capacity = means.shape[0]
-    size = -(-capacity // max(chunks, 1))
+    size = -(-capacity // chunks)
     count = jnp.sum(valid, dtype=jnp.int32)
     parts = []
     for start in range(0, capacity, size):

@@ -17,6 +17,14 @@ def check_pose_support(cameras, parts: dict) -> None:
                             "with ProposalSampler or OccupancySampler)")
 
 
+def check_appearance_chunks(model) -> None:
+    """`Model.appearance_chunks` is a whole number of parts, at least 1 (1: the buffer whole)."""
+    chunks = model.appearance_chunks
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise UserError(f"Model.appearance_chunks = {chunks!r}: give the number of parts the "
+                        "colour buffer is computed in, a whole number of 1 or more (1: whole)")
+
+
 def check_patches(config, model, objective, supervision, field) -> int:
     """Config.patch_size, checked against the head and the loss terms: 0 means independent
     pixels."""

@@ -72,6 +72,7 @@ class Training:
             raise UserError("ray_term's independent rays are cast from the initial cameras, "
                             "not the corrected ones: drop @ray_term or Cameras.optimize_poses")
         run_checks.check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
+        run_checks.check_appearance_chunks(self.model)
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())

@@ -66,7 +66,8 @@ def test_eval_without_a_trained_run(tmp_path):
 
 @pytest.mark.parametrize("binding,needle", [("Config.background='green'", "background"),
                                             ("Config.batch_size=0", "batch_size"),
-                                            ("Config.dataset_loader='nerfies'", "nerfies")])
+                                            ("Config.dataset_loader='nerfies'", "nerfies"),
+                                            ("Model.appearance_chunks=0", "appearance_chunks")])
 def test_bad_config_values(tmp_path, binding, needle):
     line = fails_cleanly(binding, f"Config.checkpoint_dir='{tmp_path}/run'")
     assert needle in line
