@@ -2,11 +2,12 @@
 
 `Cameras` owns everything about the training cameras: the poses a run starts from (the given
 ones, perturbed by seeded se(3) noise, or all at the identity), the learned camera-side
-corrections and focal scales (their parameters, their optimiser group), casting the training
-rays from batch pixels through the corrected cameras inside the train step, the near-bound
-schedule of those rays, the pose errors the log shows, and mapping test views into the
-optimised frame. The train step, eval, render and compress ask it; none of them looks inside
-its parameters. The se(3) and Sim(3) maths is `poses.py`.
+corrections and focal scales (their parameters, their optimiser group), the learned maps of
+the training images (`image_maps.py`: where in its image each ray's target colour is read),
+casting the training rays from batch pixels through the corrected cameras inside the train
+step, the near-bound schedule of those rays, the pose errors the log shows, and mapping test
+views into the optimised frame. The train step, eval, render and compress ask it; none of
+them looks inside its parameters. The se(3) and Sim(3) maths is `poses.py`.
 """
 
 import dataclasses
@@ -17,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxnerf360 import poses
+from jaxnerf360 import image_maps, poses
 from jaxnerf360.data import views as views_lib
 from jaxnerf360.errors import UserError
 from jaxnerf360.parts import ParamGroup
 
 PARAMS = "poses"  # the camera corrections' key in a state's parameters (checkpoint layout)
 POSE = "pose"  # their optimiser group label
+IMAGE_MAP = "image_map"  # the learned image maps' key in the corrections, and their group
 
 
 @gin.configurable(denylist=["scene", "seed"])
@@ -46,6 +48,13 @@ class Cameras:
         front of it); each training ray's near is raised to it, so a schedule that ends at or
         below the rays' own near lets go. Starting LLFF at 0.4 (Joint-TensoRF's recipe) keeps
         content right in front of the cameras from explaining pose errors early.
+      image_maps: 'none' | 'translation' | 'rigid' | 'similarity': learn a map of each
+        training image's pixels (`image_maps.py`); the data term reads each ray's colour at
+        its pixel's mapped position, so images that are shifted or turned against their
+        cameras are moved back. The cameras stay as given.
+      image_map_lr_init, image_map_lr_final, image_map_start: the maps' own Adam (pixels per
+        step, log-linear) and the fraction of training from which they learn (the field is
+        too blurred before it to say where an image belongs).
     """
 
     def __init__(self, scene=None, seed: int = 0, *, pose_noise: float = 0.0,
@@ -53,15 +62,20 @@ class Cameras:
                  optimize_focal: str = "none", pose_lr_init: float = 1e-3,
                  pose_lr_final: float = 1e-4, test_pose_steps: int = 0,
                  test_pose_lr_init: float = 1e-3, test_pose_lr_final: float = 1e-4,
-                 test_pose_batch: int = 1024, near_schedule: tuple = ()):
+                 test_pose_batch: int = 1024, near_schedule: tuple = (),
+                 image_maps: str = "none", image_map_lr_init: float = 1e-2,
+                 image_map_lr_final: float = 1e-3, image_map_start: float = 0.1):
         self.pose_noise, self.pose_init = pose_noise, pose_init
         self.optimize_poses, self.optimize_focal = optimize_poses, optimize_focal
         self.pose_lr_init, self.pose_lr_final = pose_lr_init, pose_lr_final
         self.test_pose_steps, self.test_pose_batch = test_pose_steps, test_pose_batch
         self.test_pose_lr_init, self.test_pose_lr_final = test_pose_lr_init, test_pose_lr_final
         self.near_schedule = near_schedule
+        self.image_maps, self.image_map_start = image_maps, image_map_start
+        self.image_map_lr_init, self.image_map_lr_final = image_map_lr_init, image_map_lr_final
         self._check()
         self.truth = self.initial = None
+        self.size = None if scene is None else (scene.height, scene.width)
         if scene is not None:
             self.truth = np.array(scene.camtoworlds)
             self.initial = poses.initial(self.truth, pose_noise, pose_init, seed)
@@ -93,6 +107,23 @@ class Cameras:
                                 f"{'positive' if name == 'test_pose_batch' else 'non-negative'}"
                                 " integer")
         check_schedule(self.near_schedule, "Cameras.near_schedule", allow_negative=True)
+        if self.image_maps != "none" and self.image_maps not in image_maps.MODELS:
+            raise UserError(f"Cameras.image_maps={self.image_maps!r} is unknown; use 'none', "
+                            f"{', '.join(repr(m) for m in image_maps.MODELS)}")
+        if self.image_maps != "none" and self.optimize_poses:
+            raise UserError("Cameras.image_maps and Cameras.optimize_poses both correct "
+                            "misaligned images: use one of the two")
+        if not (_number(self.image_map_lr_init) and _number(self.image_map_lr_final)
+                and self.image_map_lr_init > 0 and self.image_map_lr_final > 0):
+            raise UserError("Cameras.image_map_lr_init/image_map_lr_final must be positive")
+        if not (_number(self.image_map_start) and 0 <= self.image_map_start < 1):
+            raise UserError(f"Cameras.image_map_start={self.image_map_start!r} must be a "
+                            "fraction of training in [0, 1)")
+
+    @property
+    def learned(self) -> bool:
+        """Whether a state holds learned corrections (poses or image maps)."""
+        return self.optimize_poses or self.image_maps != "none"
 
     @property
     def tracked(self) -> bool:
@@ -114,15 +145,24 @@ class Cameras:
 
     # --- parameters ---
 
-    def init_params(self) -> dict | None:
-        """Zero corrections for every training camera (None when poses are not learned)."""
-        if not self.optimize_poses:
-            return None
-        return poses.init_params(self.initial.shape[0], self.optimize_focal)
+    def init_params(self, num_images: int | None = None) -> dict | None:
+        """Zero corrections for every training camera (None when nothing is learned);
+        `num_images` when the cameras were made without a scene."""
+        n = self.initial.shape[0] if num_images is None else num_images
+        if self.optimize_poses:
+            return poses.init_params(n, self.optimize_focal)
+        if self.image_maps != "none":
+            return {IMAGE_MAP: image_maps.init_params(n, self.image_maps)}
+        return None
 
-    def param_group(self) -> ParamGroup:
-        """The corrections' own Adam schedule (no warm-up)."""
-        return ParamGroup(self.pose_lr_init, self.pose_lr_final, warmup=False)
+    def param_groups(self) -> dict:
+        """{label: ParamGroup} of the learned corrections: their own Adam (no warm-up)."""
+        if self.optimize_poses:
+            return {POSE: ParamGroup(self.pose_lr_init, self.pose_lr_final, warmup=False)}
+        if self.image_maps != "none":
+            return {IMAGE_MAP: ParamGroup(self.image_map_lr_init, self.image_map_lr_final,
+                                          warmup=False, window=(self.image_map_start, 1.0))}
+        return {}
 
     @staticmethod
     def split(params: dict) -> tuple:
@@ -139,8 +179,13 @@ class Cameras:
 
     @staticmethod
     def param_labels(params: dict) -> dict:
-        """POSE for every leaf of the camera corrections in a state's `params`."""
-        return {PARAMS: jax.tree.map(lambda _: POSE, params[PARAMS])} if PARAMS in params else {}
+        """The group of every leaf of the camera corrections in a state's `params`: POSE, or
+        IMAGE_MAP for the image maps."""
+        if PARAMS not in params:
+            return {}
+        return {PARAMS: {key: jax.tree.map(lambda _, k=key: IMAGE_MAP if k == IMAGE_MAP
+                                           else POSE, value)
+                         for key, value in params[PARAMS].items()}}
 
     # --- rays, inside the train step ---
 
@@ -149,12 +194,30 @@ class Cameras:
         cameras when corrections are learned, then their near bounds raised by the schedule
         (not when `train_frac` is None)."""
         rays = batch["rays"]
-        if camera_params is not None:
+        if camera_params is not None and IMAGE_MAP not in camera_params:
             rays = poses.corrected_rays(views, camera_params, batch["pixels"],
                                         rays.cam_idx[..., 0])
         if self.near_schedule and train_frac is not None:
             rays = scheduled_near(rays, self.near_schedule, train_frac)
         return rays
+
+    def target(self, camera_params, batch: dict, target, views):
+        """The batch's target colours: `target`, or with learned image maps each image read
+        at its pixels' mapped positions (from `views.images`)."""
+        if camera_params is None or IMAGE_MAP not in camera_params:
+            return target
+        return image_maps.targets(views.images, camera_params[IMAGE_MAP],
+                                  batch["rays"].cam_idx[..., 0], batch["pixels"],
+                                  self.image_maps)
+
+    def map_matrices(self, params, height: int, width: int) -> np.ndarray | None:
+        """`[N, 3, 3]` the learned image maps of a state's `params` as maps of absolute pixel
+        coordinates (`registration.warp`'s), or None."""
+        camera_params = self.split(params)[1]
+        if camera_params is None or IMAGE_MAP not in camera_params:
+            return None
+        return image_maps.matrices(jax.device_get(camera_params[IMAGE_MAP]), self.image_maps,
+                                   height, width)
 
     # --- poses and their errors, on the host ---
 
@@ -162,20 +225,30 @@ class Cameras:
         """The training poses `[N, 3, 4]` a state's parameters hold (the initial ones when
         poses are not learned)."""
         camera_params = self.split(params)[1]
-        if camera_params is None:
+        if camera_params is None or IMAGE_MAP in camera_params:
             return np.array(self.initial)
         return poses.current(self.initial, jax.device_get(camera_params))
 
     def errors(self, params) -> dict:
-        """{'pose_rotation_deg', 'pose_translation'} of the current poses (when tracked)."""
-        if not self.tracked or jax.process_count() > 1 and jax.process_index() != 0:
+        """{'pose_rotation_deg', 'pose_translation'} of the current poses (when tracked), or
+        {'image_map_px'}: how far the learned image maps move pixels, on average."""
+        if jax.process_count() > 1 and jax.process_index() != 0:
+            return {}
+        maps = None if self.size is None else self.map_matrices(params, *self.size)
+        if maps is not None:
+            from jaxnerf360.registration import displacement
+
+            return {"image_map_px": float(displacement(maps, *self.size).mean())}
+        if not self.tracked:
             return {}
         err = poses.pose_errors(self.current(params), self.truth)
         return {"pose_rotation_deg": err["rotation_deg"], "pose_translation": err["translation"]}
 
     @staticmethod
     def describe(stats) -> str:
-        """The pose part of a progress line (empty when not tracked)."""
+        """The pose (or image-map) part of a progress line (empty when not tracked)."""
+        if "image_map_px" in stats:
+            return f"  image maps {stats['image_map_px']:.2f} px"
         if "pose_rotation_deg" not in stats:
             return ""
         return f"  pose {stats['pose_rotation_deg']:.3f} deg {stats['pose_translation']:.4f}"

@@ -27,8 +27,8 @@ def compress(config, out_path: str, network_dtype: str = "float16") -> dict:
     """Writes the compressed file of the run in `config.checkpoint_dir`; returns a summary."""
     kind = scene_kind(config.dataset_loader, config.forward_facing, config.data_dir,
                       config.transforms_scene)
-    # A run that learned its poses holds one correction per training view.
-    views = load_split(config, "train").num_images if Cameras().optimize_poses else 0
+    # A run that learned its poses (or image maps) holds one correction per training view.
+    views = load_split(config, "train").num_images if Cameras().learned else 0
     mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
     model, state = restore_trained(config, kind, mesh, views)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)

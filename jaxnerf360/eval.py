@@ -51,7 +51,7 @@ def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict
                                                                   fallback=True)
     scene = load_split(config, "test")
     cameras = Cameras()
-    train = load_split(config, "train") if cameras.optimize_poses and not compressed_path \
+    train = load_split(config, "train") if cameras.learned and not compressed_path \
         else None
     model, state = load_trained(config, scene, mesh, compressed_path, train)
     renderer = Renderer(model, mesh, config.background, config.render_chunk_size)

@@ -185,7 +185,7 @@ def main(argv):
     scene = load_split(config, "train")
     if scene.kind not in (BOUNDED, UNBOUNDED):
         _check_kind(scene, what)
-    learned = Cameras().optimize_poses and not FLAGS.compressed
+    learned = Cameras().learned and not FLAGS.compressed
     model, state = load_trained(config, scene, mesh, FLAGS.compressed,
                                 scene if learned else None)
     if learned:  # lift the views from the cameras the field was fitted with

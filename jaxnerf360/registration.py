@@ -328,10 +328,11 @@ def registration_for(run) -> Registration | None:
         raise UserError("ImageRegistration.at works in one process for now (each process "
                         "would render and resample its own copy of the images); drop it or "
                         "train in one process")
-    if run.cameras.optimize_poses:
+    if run.cameras.learned:
         raise UserError("ImageRegistration.at registers the images to the field from fixed "
-                        "cameras; with Cameras.optimize_poses the poses correct the "
-                        "misalignment themselves: use one of the two")
+                        "cameras; with Cameras.optimize_poses or Cameras.image_maps the "
+                        "learned corrections correct the misalignment themselves: use one "
+                        "of the two")
     if run.supervision.needs_images or "rgb" not in run.field.channels():
         raise UserError("ImageRegistration.at needs a field that renders rgb, and training "
                         "without spectral control's blurred images")

@@ -40,7 +40,7 @@ def render_path(config, n_frames=None, compressed_path: str | None = None,
         config.mesh_shape, fallback=True)
     scene = load_split(config, "train")
     cameras = Cameras(scene, seed=config.seed)
-    learned = cameras.optimize_poses and not compressed_path
+    learned = cameras.learned and not compressed_path
     model, state = load_trained(config, scene, mesh, compressed_path,
                                 scene if learned else None)
     if learned:  # the path follows the optimised cameras, in the frame the field learnt

@@ -130,7 +130,8 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
                                            config)
         rays = cameras.rays(camera_params, batch, train_frac, views)
         bg = background_colors(config.background, rays.origins.shape[:-1], key_bg)
-        target = supervision.target(views, batch, train_frac, key_blur)
+        target = cameras.target(camera_params, batch,
+                                supervision.target(views, batch, train_frac, key_blur), views)
         if target.shape == bg.shape:
             # Images were composited on the fixed background at load time; re-composite the
             # target onto this step's background where alpha says the background shows.

@@ -26,7 +26,7 @@ from jaxnerf360 import (
     run_checks,
     schedules,
 )
-from jaxnerf360.cameras import POSE, Cameras
+from jaxnerf360.cameras import Cameras
 from jaxnerf360.data.batching import CoarseRayBatcher, PatchBatcher, RayBatcher
 from jaxnerf360.data.cameras import image_rays
 from jaxnerf360.data.patch_sampling import PatchSampling
@@ -60,10 +60,16 @@ class Training:
         self.plan = self.model.phases()  # the head's training phases, or None
         self.supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
         self.views = None
-        if self.cameras.optimize_poses or self.supervision.needs_images or \
+        maps = self.cameras.image_maps != "none"
+        if maps and (config.background == "random" or self.supervision.needs_images):
+            raise UserError("Cameras.image_maps reads the loaded images, composited on the fixed "
+                            "background and unblurred: use Config.background 'white' or "
+                            "'black' and no ImageBlur.schedule with it")
+        if self.cameras.learned or self.supervision.needs_images or \
                 self.supervision.needs_edges:
-            self.views = self.cameras.views(self.scene, images=self.supervision.needs_images,
-                                            edges=self.supervision.edge_maps(scene.images))
+            self.views = self.cameras.views(
+                self.scene, images=self.supervision.needs_images or maps,
+                edges=self.supervision.edge_maps(scene.images))
         self.registration = registration_for(self)
         self.objective = objective.build(config, [
             *self.field.regularizers(),
@@ -322,9 +328,7 @@ def assemble(config, scene_kind: str, cameras) -> tuple:
     """(model, parameter groups, optimiser) of a run: the groups its owners declare."""
     model = Model(scene_kind=scene_kind)
     run_checks.check_pose_support(cameras, model.parts())
-    groups = model.param_groups()
-    if cameras.optimize_poses:
-        groups[POSE] = cameras.param_group()
+    groups = {**model.param_groups(), **cameras.param_groups()}
     plan = model.phases()
     if plan is not None:  # every group trains in the phases of its owner only
         groups = plan.restrict(optim.all_groups(config, groups))
@@ -360,11 +364,7 @@ def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tupl
     """
     cameras = Cameras()
     model, _, tx = assemble(config, scene_kind, cameras)
-    camera_params = None
-    if cameras.optimize_poses:
-        from jaxnerf360 import poses
-
-        camera_params = poses.init_params(num_cameras, cameras.optimize_focal)
+    camera_params = cameras.init_params(num_cameras) if cameras.learned else None
 
     def place(state):
         return parallel.place(state, parallel.state_shardings(state, mesh, model.parts()))

@@ -32,7 +32,7 @@ def open_viewer(config, compressed_path=None, port: int = 8080, host: str = "127
         raise UserError(f"--port={port} must be a port number (1 to 65535)")
     mesh = parallel.make_mesh(config.mesh_shape, fallback=True)
     scene = load_split(config, "train")
-    learned = Cameras().optimize_poses and not compressed_path
+    learned = Cameras().learned and not compressed_path
     model, state = load_trained(config, scene, mesh, compressed_path, scene if learned else None)
     if learned:
         scene.camtoworlds = Cameras(scene, seed=config.seed).current(state.params)

@@ -50,7 +50,7 @@ def test_corrections_are_parameters_with_their_own_group(scene):
     assert set(model_params) == {"field"} and camera_params is corrections
     assert set(jax.tree.leaves(Cameras.param_labels(params)[PARAMS])) == {POSE}
     assert Cameras.split(model_params) == (model_params, None)
-    group = cameras.param_group()
+    group = cameras.param_groups()[POSE]
     assert (group.lr_init, group.lr_final, group.warmup) == (2e-3, 2e-4, False)
 
 
@@ -89,7 +89,7 @@ def test_a_test_view_is_refined_with_one_correction(scene):
     cameras = Cameras(scene, test_pose_lr_init=5e-3, test_pose_lr_final=5e-4)
     refine, views = cameras.for_test_view(scene, 3, scene.camtoworlds[3])
     assert refine.optimize_poses and refine.init_params()["xi"].shape == (1, 6)
-    assert refine.param_group().lr_init == 5e-3 and not refine.near_schedule
+    assert refine.param_groups()[POSE].lr_init == 5e-3 and not refine.near_schedule
     np.testing.assert_allclose(views.camtoworlds[0], scene.camtoworlds[3])
     np.testing.assert_allclose(views.intrinsics[0], scene.intrinsics[3])
 

@@ -1,0 +1,90 @@
+"""Alignment-aware training by learning a map of each training image, by gradient.
+
+Misalignment from slightly wrong SfM poses or a camera that moved is nearly one rigid motion
+of each image: a shift and a small turn. `registration.py` measures it at a few events by
+rendering patches; here it is learned with the field instead, at no rendering cost. Each
+training image i gets a map g_i(p) = p + t_i + M_i (p - c) of its pixel coordinates (c the
+image centre; translation, rigid or similarity), and the data term compares the ray through
+pixel p with the image sampled at g_i(p) (bilinearly, from the device copy of the images).
+The gradient reaches the map through the image's own gradient, which is sharp where the
+image has detail, so nothing has to be rendered for it. The ray, and so the field's frame,
+stays where the camera puts it.
+
+Parameters are in pixels: (tx, ty) the shift, and the turn (and scale) as the displacement
+they cause at half the image's larger side from the centre, so Adam moves every unknown in
+like units.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+MODELS = {"translation": 2, "rigid": 3, "similarity": 4}  # unknowns per image
+
+
+def init_params(num_images: int, model: str):
+    """Identity maps `[N, k]` for `num_images` images (k the model's unknowns)."""
+    return jnp.zeros((num_images, MODELS[model]), jnp.float32)
+
+
+def _arm(height: int, width: int) -> float:
+    """Pixels from the centre at which a turn's parameter is its displacement."""
+    return 0.5 * max(height, width)
+
+
+def linear_part(params, model: str, height: int, width: int, xnp=jnp):
+    """`[..., 2, 2]` the map's M (g(p) = p + t + M (p - c)) of `params [..., k]`."""
+    arm = _arm(height, width)
+    zero = xnp.zeros_like(params[..., 0])
+    if model == "translation":
+        rows = [[zero, zero], [zero, zero]]
+    elif model == "rigid":
+        theta = params[..., 2] / arm
+        cos, sin = xnp.cos(theta), xnp.sin(theta)
+        rows = [[cos - 1, -sin], [sin, cos - 1]]
+    else:
+        a, b = params[..., 2] / arm, params[..., 3] / arm
+        rows = [[a, -b], [b, a]]
+    return xnp.stack([xnp.stack(r, -1) for r in rows], -2)
+
+
+def mapped_pixels(params, pixels, model: str, height: int, width: int, xnp=jnp):
+    """g(p) `[..., 2]` (x, y) of `pixels [..., 2]` (x, y; centres at +0.5) under the maps
+    `params [..., k]` of their images."""
+    centre = xnp.asarray([width / 2, height / 2], pixels.dtype)
+    u = pixels - centre
+    m = linear_part(params, model, height, width, xnp)
+    return pixels + params[..., :2] + xnp.einsum("...ij,...j->...i", m, u)
+
+
+def matrices(params, model: str, height: int, width: int) -> np.ndarray:
+    """`[N, 3, 3]` the maps of absolute pixel coordinates (as `registration.warp` takes)."""
+    params = np.asarray(params, np.float64)
+    m = linear_part(params, model, height, width, np)
+    centre = np.array([width / 2, height / 2])
+    out = np.tile(np.eye(3), (len(params), 1, 1))
+    out[:, :2, :2] += m
+    out[:, :2, 2] = params[:, :2] - m @ centre
+    return out
+
+
+def sample(images, cam_idx, xy):
+    """`images [N, H, W, C]` at `xy [..., 2]` (x, y; centres at +0.5) of images `cam_idx
+    [...]`, bilinearly, edges clamped (as `data.misalign.bilinear`)."""
+    h, w = images.shape[1], images.shape[2]
+    fx = jnp.clip(xy[..., 0] - 0.5, 0, w - 1)
+    fy = jnp.clip(xy[..., 1] - 0.5, 0, h - 1)
+    x0 = jnp.clip(jnp.floor(fx).astype(jnp.int32), 0, max(w - 2, 0))
+    y0 = jnp.clip(jnp.floor(fy).astype(jnp.int32), 0, max(h - 2, 0))
+    x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
+    wx, wy = (fx - x0)[..., None], (fy - y0)[..., None]
+    top = images[cam_idx, y0, x0] * (1 - wx) + images[cam_idx, y0, x1] * wx
+    bottom = images[cam_idx, y1, x0] * (1 - wx) + images[cam_idx, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def targets(images, params, cam_idx, pixels, model: str):
+    """Colours `[..., C]` of `images [N, H, W, C]` at the mapped `pixels [..., 2]` of images
+    `cam_idx [...]`, under the learned maps `params [N, k]` (differentiable in both)."""
+    h, w = images.shape[1], images.shape[2]
+    return sample(images, cam_idx, mapped_pixels(params[cam_idx], pixels, model, h, w))
+

@@ -1,0 +1,149 @@
+"""Learned image maps (`Cameras.image_maps`): the maps against known misalignments."""
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnerf360 import image_maps, parallel, registration
+from jaxnerf360.cameras import IMAGE_MAP, PARAMS, Cameras
+from jaxnerf360.data.misalign import bilinear, inverse_map, source_coordinates
+from jaxnerf360.errors import UserError
+from tests.test_grid_training import TINY_FIELDS, TINY_SAMPLERS, _config, setup_run
+from tests.test_registration import _texture
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    yield
+    gin.clear_config()
+
+
+def _centres(height, width):
+    """`[H, W, 2]` pixel centres (x, y)."""
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    return np.stack([xs, ys], -1).astype(np.float32)
+
+
+def _rigid(draw, height, width):
+    """The rigid parameters (tx, ty, turn in pixels at the arm) of `inverse_map(draw)`."""
+    return np.array([draw[0], draw[1], draw[2] * 0.5 * max(height, width)], np.float32)
+
+
+def test_identity_maps_read_every_pixel_as_loaded():
+    images = _texture(3, 16)[:, :12, :9]  # not square
+    cam = np.broadcast_to(np.arange(3)[:, None, None], (3, 12, 9))
+    pixels = np.broadcast_to(_centres(12, 9), (3, 12, 9, 2))
+    for model in image_maps.MODELS:
+        out = image_maps.targets(jnp.asarray(images), image_maps.init_params(3, model), cam,
+                                 pixels, model)
+        np.testing.assert_array_equal(np.asarray(out), images)
+
+
+@pytest.mark.parametrize("model", list(image_maps.MODELS))
+def test_targets_are_the_registration_warp_of_the_same_map(model):
+    """Read at mapped pixels inside the step = the image resampled at the map on the host
+    (`registration.warp`, NumPy's bilinear): two codes of one map."""
+    images = _texture(2, 16, seed=3)[:, :, :14]
+    params = np.random.default_rng(0).normal(0, 1.5, (2, image_maps.MODELS[model]))
+    maps = image_maps.matrices(params, model, 16, 14)
+    cam = np.broadcast_to(np.arange(2)[:, None, None], (2, 16, 14))
+    out = image_maps.targets(jnp.asarray(images), jnp.asarray(params, jnp.float32), cam,
+                             np.broadcast_to(_centres(16, 14), (2, 16, 14, 2)), model)
+    for i in range(2):
+        np.testing.assert_allclose(np.asarray(out[i]), registration.warp(images[i], maps[i]),
+                                   atol=2e-5)
+
+
+def test_a_rigid_map_is_the_inverse_of_the_misalignment_in_closed_form():
+    draw = np.array([1.3, -0.7, np.deg2rad(0.4), 0, 0, 0, 0])
+    params = _rigid(draw, 40, 50)
+    np.testing.assert_allclose(image_maps.matrices(params[None], "rigid", 40, 50)[0],
+                               inverse_map(draw, 40, 50), atol=1e-5)
+
+
+@pytest.mark.parametrize("draw", [(1.3, -0.7, 0.4), (0.0, 0.25, -0.3)])
+def test_the_gradient_recovers_a_known_shift_and_turn(draw):
+    """A perfect field (the clean image) against the image moved by a known shift and turn
+    (the misalignment benchmark's own perturbation): Adam on the photometric loss through
+    the image's gradient finds the inverse map to a few hundredths of a pixel."""
+    size = 48
+    draw = np.array([draw[0], draw[1], np.deg2rad(draw[2]), 0, 0, 0, 0])
+    clean = _texture(1, size, seed=5)[0]
+    moved = bilinear(clean, *source_coordinates(draw, size, size))
+    inner = _centres(size, size)[6:-6, 6:-6].reshape(-1, 2)  # clear of clamped edges
+    rendered = jnp.asarray(clean[6:-6, 6:-6].reshape(-1, 3))
+    images, cam = jnp.asarray(moved)[None], jnp.zeros(len(inner), jnp.int32)
+
+    def loss(params):
+        read = image_maps.targets(images, params, cam, jnp.asarray(inner), "rigid")
+        return jnp.mean(jnp.square(read - rendered))
+
+    tx = optax.adam(0.02)
+    params = image_maps.init_params(1, "rigid")
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(400):
+        params, state = step(params, state)
+    truth = _rigid(draw, size, size)
+    found = image_maps.matrices(params, "rigid", size, size)
+    err = registration.map_distance(found, inverse_map(draw, size, size)[None], size, size)
+    assert err[0] < 0.05, (np.asarray(params), truth)
+    assert loss(params) <= 1.05 * loss(jnp.asarray(truth)[None])
+
+
+def test_the_cameras_declare_the_maps_and_their_group(synthetic_dir):
+    from jaxnerf360.data import load_split
+
+    scene = load_split(_config(synthetic_dir), "train")
+    cameras = Cameras(scene, image_maps="similarity", image_map_lr_init=0.1,
+                      image_map_lr_final=0.01, image_map_start=0.25)
+    corrections = cameras.init_params()
+    assert corrections[IMAGE_MAP].shape == (scene.num_images, 4) and cameras.learned
+    params = Cameras.join({"field": {"w": jnp.ones(2)}}, corrections)
+    assert set(jax.tree.leaves(Cameras.param_labels(params)[PARAMS])) == {IMAGE_MAP}
+    group = cameras.param_groups()[IMAGE_MAP]
+    assert (group.lr_init, group.lr_final, group.window) == (0.1, 0.01, (0.25, 1.0))
+    np.testing.assert_array_equal(cameras.current(params), scene.camtoworlds)
+    assert cameras.errors(params) == {"image_map_px": 0.0}
+    with pytest.raises(UserError, match="Cameras.image_maps='homography'"):
+        Cameras(image_maps="homography")
+    with pytest.raises(UserError, match="use one of the two"):
+        Cameras(image_maps="rigid", optimize_poses=True)
+    with pytest.raises(UserError, match="Cameras.image_map_start=1.0"):
+        Cameras(image_maps="rigid", image_map_start=1.0)
+
+
+def test_a_run_learns_its_maps_only_from_their_start_and_restores_them(synthetic_dir,
+                                                                        tmp_path):
+    from jaxnerf360 import checkpoints
+    from jaxnerf360.training import restore_trained
+
+    bindings = [*TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], "Config.max_steps = 10",
+                "Config.batch_size = 64", f"Config.checkpoint_dir = '{tmp_path}'",
+                "Cameras.image_maps = 'rigid'", "Cameras.image_map_start = 0.5"]
+    config = _config(synthetic_dir, *bindings)
+    run, scene, mesh = setup_run(config)
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    maps = []
+    for step in range(8):
+        run.before_step(step)
+        run.state, stats = run.step(run.state, run.next_batch(), key)
+        maps.append(np.asarray(run.state.params[PARAMS][IMAGE_MAP]))
+        assert np.isfinite(stats["loss"])
+    assert not np.any(maps[4])  # before step 5 (half of training) the rate is exactly zero
+    assert np.any(maps[5]) and np.all(np.abs(maps[7]) < 0.1)  # Adam: at most 1e-2 a step
+    mgr = checkpoints.manager(str(tmp_path), 1)
+    checkpoints.save(mgr, 8, run.state)
+    _, restored = restore_trained(config, scene.kind, mesh, scene.num_images)
+    np.testing.assert_array_equal(restored.params[PARAMS][IMAGE_MAP], maps[7])
+    # The maps read the loaded colours on the fixed background, unblurred.
+    with pytest.raises(UserError, match="Cameras.image_maps reads the loaded images"):
+        setup_run(_config(synthetic_dir, *bindings, "Config.background = 'random'"), scene)
