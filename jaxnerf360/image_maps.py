@@ -5,7 +5,7 @@ of each image: a shift and a small turn. `registration.py` measures it at a few 
 rendering patches; here it is learned with the field instead, at no rendering cost. Each
 training image i gets a map g_i(p) = p + t_i + M_i (p - c) of its pixel coordinates (c the
 image centre; translation, rigid or similarity), and the data term compares the ray through
-pixel p with the image sampled at g_i(p) (bilinearly, from the device copy of the images).
+pixel p with the image sampled at g_i(p) (Lanczos, from the device copy of the images).
 The gradient reaches the map through the image's own gradient, which is sharp where the
 image has detail, so nothing has to be rendered for it. The ray, and so the field's frame,
 stays where the camera puts it.
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 MODELS = {"translation": 2, "rigid": 3, "similarity": 4}  # unknowns per image
+_TAPS = 3  # Lanczos lobes: the target is read from 6 x 6 pixels
 
 
 def init_params(num_images: int, model: str):
@@ -67,19 +68,34 @@ def matrices(params, model: str, height: int, width: int) -> np.ndarray:
     return out
 
 
-def sample(images, cam_idx, xy):
+def lanczos_weights(frac, taps: int = _TAPS):
+    """`[..., 2 taps]` Lanczos weights (normalised to sum 1) of the pixels at offsets
+    -taps+1 .. taps from floor position, for fractional positions `frac [...]` in [0, 1)."""
+    offsets = jnp.arange(-taps + 1, taps + 1, dtype=frac.dtype)
+    d = frac[..., None] - offsets
+    w = jnp.sinc(d) * jnp.sinc(d / taps)
+    return w / jnp.sum(w, -1, keepdims=True)
+
+
+def sample(images, cam_idx, xy, taps: int = _TAPS):
     """`images [N, H, W, C]` at `xy [..., 2]` (x, y; centres at +0.5) of images `cam_idx
-    [...]`, bilinearly, edges clamped (as `data.misalign.bilinear`)."""
+    [...]`, by separable Lanczos interpolation with `taps` lobes (edges clamped).
+
+    Bilinear interpolation blurs the image by how far a point lies between pixel centres
+    (at half a pixel, frequencies of a quarter cycle per pixel lose 30%): a field still
+    blurrier than the images then fits best where the maps read between pixels, and learned
+    maps drift there (by about 0.6 px on clean lego). Lanczos-3 passes those frequencies at
+    any offset to within a few percent.
+    """
     h, w = images.shape[1], images.shape[2]
-    fx = jnp.clip(xy[..., 0] - 0.5, 0, w - 1)
-    fy = jnp.clip(xy[..., 1] - 0.5, 0, h - 1)
-    x0 = jnp.clip(jnp.floor(fx).astype(jnp.int32), 0, max(w - 2, 0))
-    y0 = jnp.clip(jnp.floor(fy).astype(jnp.int32), 0, max(h - 2, 0))
-    x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
-    wx, wy = (fx - x0)[..., None], (fy - y0)[..., None]
-    top = images[cam_idx, y0, x0] * (1 - wx) + images[cam_idx, y0, x1] * wx
-    bottom = images[cam_idx, y1, x0] * (1 - wx) + images[cam_idx, y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
+    fx, fy = xy[..., 0] - 0.5, xy[..., 1] - 0.5
+    x0, y0 = jnp.floor(fx), jnp.floor(fy)
+    wx, wy = lanczos_weights(fx - x0, taps), lanczos_weights(fy - y0, taps)
+    offsets = jnp.arange(-taps + 1, taps + 1)
+    cols = jnp.clip(x0.astype(jnp.int32)[..., None] + offsets, 0, w - 1)
+    rows = jnp.clip(y0.astype(jnp.int32)[..., None] + offsets, 0, h - 1)
+    patch = images[cam_idx[..., None, None], rows[..., :, None], cols[..., None, :]]
+    return jnp.einsum("...k,...l,...klc->...c", wy, wx, patch)
 
 
 def targets(images, params, cam_idx, pixels, model: str):
