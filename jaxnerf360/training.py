@@ -382,10 +382,15 @@ def load_trained(config, scene, mesh, compressed_path: str | None = None,
                  train_scene=None) -> tuple:
     """(model, state) of the trained run in `config`, or of a compressed scene file.
 
-    `train_scene` (the training split) is needed when the run learned its poses.
+    A run that learned corrections per training view (poses, image maps) holds one per view:
+    their number comes from `train_scene`, or else from loading the training split.
     """
     if compressed_path:
         return compressed.restore(compressed_path, scene.kind, mesh)
+    if train_scene is None and Cameras().learned:
+        from jaxnerf360.data import load_split
+
+        train_scene = load_split(config, "train")
     views = 0 if train_scene is None else train_scene.num_images
     return restore_trained(config, scene.kind, mesh, views)
 

@@ -154,7 +154,7 @@ def test_the_cameras_declare_the_maps_and_their_group(synthetic_dir):
 def test_a_run_learns_its_maps_only_from_their_start_and_restores_them(synthetic_dir,
                                                                         tmp_path):
     from jaxnerf360 import checkpoints
-    from jaxnerf360.training import restore_trained
+    from jaxnerf360.training import load_trained, restore_trained
 
     bindings = [*TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], "Config.max_steps = 10",
                 "Config.batch_size = 64", f"Config.checkpoint_dir = '{tmp_path}'",
@@ -174,6 +174,9 @@ def test_a_run_learns_its_maps_only_from_their_start_and_restores_them(synthetic
     checkpoints.save(mgr, 8, run.state)
     _, restored = restore_trained(config, scene.kind, mesh, scene.num_images)
     np.testing.assert_array_equal(restored.params[PARAMS][IMAGE_MAP], maps[7])
+    # Given no training split, loading finds the number of maps itself.
+    _, loaded = load_trained(config, scene, mesh)
+    np.testing.assert_array_equal(loaded.params[PARAMS][IMAGE_MAP], maps[7])
     # The maps read the loaded colours on the fixed background, unblurred.
     with pytest.raises(UserError, match="Cameras.image_maps reads the loaded images"):
         setup_run(_config(synthetic_dir, *bindings, "Config.background = 'random'"), scene)
