@@ -103,4 +103,3 @@ def targets(images, params, cam_idx, pixels, model: str):
     `cam_idx [...]`, under the learned maps `params [N, k]` (differentiable in both)."""
     h, w = images.shape[1], images.shape[2]
     return sample(images, cam_idx, mapped_pixels(params[cam_idx], pixels, model, h, w))
-
