@@ -236,9 +236,7 @@ class Cameras:
             return {}
         maps = None if self.size is None else self.map_matrices(params, *self.size)
         if maps is not None:
-            from jaxnerf360.registration import displacement
-
-            return {"image_map_px": float(displacement(maps, *self.size).mean())}
+            return {"image_map_px": float(image_maps.displacement(maps, *self.size).mean())}
         if not self.tracked:
             return {}
         err = poses.pose_errors(self.current(params), self.truth)

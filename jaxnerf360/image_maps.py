@@ -103,3 +103,17 @@ def targets(images, params, cam_idx, pixels, model: str):
     `cam_idx [...]`, under the learned maps `params [N, k]` (differentiable in both)."""
     h, w = images.shape[1], images.shape[2]
     return sample(images, cam_idx, mapped_pixels(params[cam_idx], pixels, model, h, w))
+
+
+def map_distance(a, b, height: int, width: int) -> np.ndarray:
+    """`[N]` the mean distance |a(p) - b(p)| over each image's pixel centres between maps
+    `a, b [N, 3, 3]` (or `[3, 3]`) of absolute pixel coordinates, in pixels."""
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    points = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3)
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return np.linalg.norm((points @ np.swapaxes(diff, -1, -2))[..., :2], axis=-1).mean(-1)
+
+
+def displacement(maps, height: int, width: int) -> np.ndarray:
+    """`[N]` the mean distance |g(p) - p| over each image's pixel centres, in pixels."""
+    return map_distance(maps, np.eye(3), height, width)

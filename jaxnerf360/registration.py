@@ -34,6 +34,7 @@ from jaxnerf360.data.cameras import scene_rays
 from jaxnerf360.data.misalign import bilinear
 from jaxnerf360.data.patch_sampling import detail_map
 from jaxnerf360.errors import UserError
+from jaxnerf360.image_maps import displacement, map_distance
 
 MODELS = {"translation": 2, "rigid": 3, "similarity": 4, "affine": 6}  # unknowns of each map
 _ROBUST_SCALE = 0.5  # pixels: shifts further than this from the fit count less (Cauchy)
@@ -218,20 +219,6 @@ def estimate(render, images, corners, settings: ImageRegistration) -> np.ndarray
                              shrink=settings.shrink)
             maps[i] = centred(fitted, h, w)
     return maps
-
-
-def map_distance(a, b, height: int, width: int) -> np.ndarray:
-    """`[N]` the mean distance |a(p) - b(p)| over each image's pixel centres between maps
-    `a, b [N, 3, 3]` (or `[3, 3]`) of absolute pixel coordinates, in pixels."""
-    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    points = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3)
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    return np.linalg.norm((points @ np.swapaxes(diff, -1, -2))[..., :2], axis=-1).mean(-1)
-
-
-def displacement(maps, height: int, width: int) -> np.ndarray:
-    """`[N]` the mean distance |g(p) - p| over each image's pixel centres, in pixels."""
-    return map_distance(maps, np.eye(3), height, width)
 
 
 class Registration(events.Event):

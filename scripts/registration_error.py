@@ -18,7 +18,7 @@ from absl import app, flags
 
 from jaxnerf360 import configs
 from jaxnerf360.data.misalign import Misalign, inverse_map
-from jaxnerf360.registration import map_distance
+from jaxnerf360.image_maps import map_distance
 
 flags.DEFINE_string("run", None, "A run directory with a registration/ folder, or one that "
                                  "learned image maps.")
