@@ -52,9 +52,14 @@ class Cameras:
         training image's pixels (`image_maps.py`); the data term reads each ray's colour at
         its pixel's mapped position, so images that are shifted or turned against their
         cameras are moved back. The cameras stay as given.
-      image_map_lr_init, image_map_lr_final, image_map_start: the maps' own Adam (pixels per
-        step, log-linear) and the fraction of training from which they learn (the field is
-        too blurred before it to say where an image belongs).
+      image_map_solver: 'gauss_newton' (each image's map solved every step from the normal
+        equations of its rays over about `image_map_memory` steps, with a zero-mean prior of
+        sd `image_map_prior` pixels, and the maps moved toward it with a time constant of
+        `image_map_relax` steps, log-linear to `image_map_relax_final`) or 'adam' (the maps
+        trained by gradient like any parameter, at image_map_lr_init -> image_map_lr_final
+        pixels per step, log-linear).
+      image_map_start: the fraction of training from which the maps learn (the field is too
+        blurred before it to say where an image belongs).
     """
 
     def __init__(self, scene=None, seed: int = 0, *, pose_noise: float = 0.0,
@@ -64,7 +69,10 @@ class Cameras:
                  test_pose_lr_init: float = 1e-3, test_pose_lr_final: float = 1e-4,
                  test_pose_batch: int = 1024, near_schedule: tuple = (),
                  image_maps: str = "none", image_map_lr_init: float = 1e-2,
-                 image_map_lr_final: float = 1e-3, image_map_start: float = 0.1):
+                 image_map_lr_final: float = 1e-3, image_map_start: float = 0.1,
+                 image_map_solver: str = "gauss_newton", image_map_memory: int = 200,
+                 image_map_relax: int = 100, image_map_relax_final: int | None = None,
+                 image_map_prior: float = 3.0):
         self.pose_noise, self.pose_init = pose_noise, pose_init
         self.optimize_poses, self.optimize_focal = optimize_poses, optimize_focal
         self.pose_lr_init, self.pose_lr_final = pose_lr_init, pose_lr_final
@@ -73,6 +81,10 @@ class Cameras:
         self.near_schedule = near_schedule
         self.image_maps, self.image_map_start = image_maps, image_map_start
         self.image_map_lr_init, self.image_map_lr_final = image_map_lr_init, image_map_lr_final
+        self.image_map_solver, self.image_map_memory = image_map_solver, image_map_memory
+        self.image_map_prior, self.image_map_relax = image_map_prior, image_map_relax
+        self.image_map_relax_final = (image_map_relax if image_map_relax_final is None
+                                      else image_map_relax_final)
         self._check()
         self.truth = self.initial = None
         self.size = None if scene is None else (scene.height, scene.width)
@@ -116,6 +128,16 @@ class Cameras:
         if not (_number(self.image_map_lr_init) and _number(self.image_map_lr_final)
                 and self.image_map_lr_init > 0 and self.image_map_lr_final > 0):
             raise UserError("Cameras.image_map_lr_init/image_map_lr_final must be positive")
+        if self.image_map_solver not in ("gauss_newton", "adam"):
+            raise UserError(f"Cameras.image_map_solver={self.image_map_solver!r} is unknown; "
+                            "use 'gauss_newton' or 'adam'")
+        for name in ("image_map_memory", "image_map_relax", "image_map_relax_final"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"Cameras.{name}={value!r} must be a positive integer (steps)")
+        if not (_number(self.image_map_prior) and self.image_map_prior > 0):
+            raise UserError(f"Cameras.image_map_prior={self.image_map_prior!r} must be a "
+                            "positive number (pixels)")
         if not (_number(self.image_map_start) and 0 <= self.image_map_start < 1):
             raise UserError(f"Cameras.image_map_start={self.image_map_start!r} must be a "
                             "fraction of training in [0, 1)")
@@ -160,9 +182,68 @@ class Cameras:
         if self.optimize_poses:
             return {POSE: ParamGroup(self.pose_lr_init, self.pose_lr_final, warmup=False)}
         if self.image_maps != "none":
+            # Solved maps are written by `refiner`, not trained: their group never opens.
+            window = (1.0, 1.0) if self.solves_maps else (self.image_map_start, 1.0)
             return {IMAGE_MAP: ParamGroup(self.image_map_lr_init, self.image_map_lr_final,
-                                          warmup=False, window=(self.image_map_start, 1.0))}
+                                          warmup=False, window=window)}
         return {}
+
+    @property
+    def solves_maps(self) -> bool:
+        """Whether image maps are solved from their normal equations (not trained)."""
+        return self.image_maps != "none" and self.image_map_solver == "gauss_newton"
+
+    def init_state(self, num_images: int | None = None) -> dict | None:
+        """What the cameras carry between steps besides parameters: the accumulated normal
+        equations of solved image maps (None otherwise)."""
+        if not self.solves_maps:
+            return None
+        n = self.initial.shape[0] if num_images is None else num_images
+        return image_maps.init_normal_equations(n, self.image_maps)
+
+    def map_statistics(self, camera_params, batch: dict, views, rendered):
+        """This batch's normal equations of the solved image maps (`image_maps.py`), from
+        the rendered colours `[..., 3]` of its pixels; None when maps are not solved."""
+        if not self.solves_maps or camera_params is None:
+            return None
+        cam_idx = batch["rays"].cam_idx[..., 0]
+        if rendered.shape[:-1] != cam_idx.shape:
+            raise UserError("Cameras.image_map_solver='gauss_newton' needs a rendered colour "
+                            "for every pixel of the batch, and the head renders fewer: use "
+                            "Cameras.image_map_solver = 'adam'")
+        maps = camera_params[IMAGE_MAP]
+        value, jac = image_maps.read_with_jacobian(views.images, maps, cam_idx,
+                                                   batch["pixels"], self.image_maps)
+        return image_maps.normal_equations(jac, value - rendered, maps, cam_idx,
+                                           maps.shape[0])
+
+    def refiner(self, max_steps: int):
+        """`refine(params, camera_state, statistics, step) -> (params, camera_state)`, run
+        after each optimiser update: from `image_map_start` on, the batch's normal equations
+        join the accumulated ones (older ones fading over `image_map_memory` steps), each
+        image's map is solved from them, and the maps move 1/relax of the way to it (relax
+        log-linear over the window). None when maps are not solved."""
+        from jaxnerf360.schedules import fraction_step
+
+        if not self.solves_maps:
+            return None
+        start = fraction_step(self.image_map_start, max_steps)
+        keep = 1.0 - 1.0 / self.image_map_memory
+        first, last = np.log(self.image_map_relax), np.log(self.image_map_relax_final)
+
+        def refine(params, camera_state, statistics, step):
+            on = step >= start
+            frac = jnp.clip((step - start) / max(1, max_steps - start), 0.0, 1.0)
+            relax = jnp.exp(-(first + (last - first) * frac))
+            sums = jax.tree.map(lambda old, new: jnp.where(on, keep * old + new, old),
+                                camera_state, statistics)
+            camera_params = dict(params[PARAMS])
+            maps = camera_params[IMAGE_MAP]
+            solved = image_maps.solve(sums, self.image_map_prior)
+            camera_params[IMAGE_MAP] = jnp.where(on, maps + (solved - maps) * relax, maps)
+            return {**params, PARAMS: camera_params}, sums
+
+        return refine
 
     @staticmethod
     def split(params: dict) -> tuple:
@@ -206,7 +287,10 @@ class Cameras:
         at its pixels' mapped positions (from `views.images`)."""
         if camera_params is None or IMAGE_MAP not in camera_params:
             return target
-        return image_maps.targets(views.images, camera_params[IMAGE_MAP],
+        maps = camera_params[IMAGE_MAP]
+        if self.solves_maps:
+            maps = jax.lax.stop_gradient(maps)
+        return image_maps.targets(views.images, maps,
                                   batch["rays"].cam_idx[..., 0], batch["pixels"],
                                   self.image_maps)
 

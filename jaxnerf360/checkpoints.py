@@ -35,9 +35,13 @@ def manager(checkpoint_dir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 def _stored(state) -> dict:
     """What a checkpoint stores of a train state. The sampler's state is stored under
-    'occupancy', its name in every checkpoint written before samplers declared their state."""
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-            "occupancy": state.sampler_state}
+    'occupancy', its name in every checkpoint written before samplers declared their state;
+    the cameras' state (solved image maps) only where there is one."""
+    stored = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+              "occupancy": state.sampler_state}
+    if state.camera_state is not None:
+        stored["cameras"] = state.camera_state
+    return stored
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state) -> None:
@@ -99,7 +103,8 @@ def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: s
                 f"({first}); use a new Config.checkpoint_dir or the config it was trained with")
         raise DamagedCheckpoint(f"its data cannot be read ({first})")
     return state.replace(step=stored["step"], params=stored["params"],
-                         opt_state=stored["opt_state"], sampler_state=stored["occupancy"])
+                         opt_state=stored["opt_state"], sampler_state=stored["occupancy"],
+                         camera_state=stored.get("cameras"))
 
 
 def set_aside(mgr: ocp.CheckpointManager, step: int, reason: str) -> str:

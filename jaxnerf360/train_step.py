@@ -21,6 +21,8 @@ from jaxnerf360.data.scene import Rays
 from jaxnerf360.model import FIELD, background_colors
 from jaxnerf360.objective import LossInputs
 
+CAMERA_UPDATE = "camera_update"  # the loss's statistics for the cameras' refiner
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -30,6 +32,7 @@ class TrainState:
     params: Any  # the model's ({'sampler', 'field'[, 'head']}) and the cameras' corrections
     opt_state: Any
     sampler_state: Any = None  # the sampler's state (an occupancy grid), or None
+    camera_state: Any = None  # the cameras' (solved image maps' normal equations), or None
 
 
 def dummy_rays(shape) -> Rays:
@@ -43,8 +46,9 @@ def dummy_rays(shape) -> Rays:
 
 
 def init_state(model, tx: optax.GradientTransformation, seed: int,
-               camera_params: dict | None = None) -> TrainState:
-    """Fresh parameters, optimiser and sampler state (identical on every process for one seed).
+               camera_params: dict | None = None, camera_state=None) -> TrainState:
+    """Fresh parameters, optimiser, sampler and `camera_state` (identical on every process
+    for one seed).
 
     A model with a head is initialised on one patch just wide enough for its receptive field.
     """
@@ -62,7 +66,8 @@ def init_state(model, tx: optax.GradientTransformation, seed: int,
 
     params, opt_state = fresh(camera_params)
     return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=opt_state,
-                      sampler_state=model.sampler().init_state(model.scene_kind))
+                      sampler_state=model.sampler().init_state(model.scene_kind),
+                      camera_state=camera_state)
 
 
 def resized(state, field, resolution):
@@ -164,9 +169,12 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
             extra_outputs=extra, phase_data=None if views is None else views.phase_data)
         total, parts = objective(inputs)
         mse = jnp.mean(jnp.square(out["rgb"] - target))
-        return total, {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),
-                       "overflow": out["overflow"],
-                       "appearance_overflow": out["appearance_overflow"]}
+        stats = {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),
+                 "overflow": out["overflow"], "appearance_overflow": out["appearance_overflow"]}
+        update = cameras.map_statistics(camera_params, batch, views, out["rgb"])
+        if update is not None:
+            stats[CAMERA_UPDATE] = update
+        return total, stats
 
     return loss_fn
 
@@ -188,13 +196,15 @@ class TrainStep:
 
 
 def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None,
-                    shardings=None) -> TrainStep:
+                    shardings=None, refine=None) -> TrainStep:
     """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
 
     `views` (device data: cameras, images, edge maps) is replicated and passed to every call;
     `lr_schedule` (step -> lr) is logged as `lr`. `shardings(state)` (the state's sharding
     tree, from its shapes) pins the new state's layout, so that sharded parameters and their
     moments stay sharded whatever the grid resolution; None keeps everything replicated.
+    `refine(params, camera_state, update, step) -> (params, camera_state)` (the cameras'
+    `refiner`) then applies what the loss gave under CAMERA_UPDATE (solved image maps).
     """
     def train_step(state, batch, key, views):
         rng = jax.random.fold_in(key, state.step)
@@ -202,9 +212,14 @@ def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None,
         (_, stats), grads = grad_fn(state.params, state, batch, rng, views)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        camera_state = state.camera_state
+        update = stats.pop(CAMERA_UPDATE, None)
+        if update is not None and refine is not None:
+            params, camera_state = refine(params, camera_state, update, state.step)
         if lr_schedule is not None:
             stats["lr"] = lr_schedule(state.step)
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            camera_state=camera_state)
         layout = shardings(new) if shardings else parallel.replicated(mesh)
         return jax.lax.with_sharding_constraint(new, layout), stats
 

@@ -81,7 +81,8 @@ class Training:
         run_checks.check_appearance_chunks(self.model)
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
-        state = init_state(self.model, self.tx, config.seed, self.cameras.init_params())
+        state = init_state(self.model, self.tx, config.seed, self.cameras.init_params(),
+                           self.cameras.init_state())
         self.state = self.placed(state)
         self.spectral_end = spectral_end_step(config, self.field, self.supervision)
         self.events = events.for_run(self)
@@ -258,7 +259,8 @@ class Training:
                                appearance_capacity=appearance, appearance_chunks=chunks)
         network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
-                               optim.group_schedule(network, self.config), self.shardings)
+                               optim.group_schedule(network, self.config), self.shardings,
+                               self.cameras.refiner(self.config.max_steps))
 
     def phase_step(self, name: str):
         """The compiled train step of the head's phase `name` (for benchmarks)."""
@@ -365,11 +367,12 @@ def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tupl
     cameras = Cameras()
     model, _, tx = assemble(config, scene_kind, cameras)
     camera_params = cameras.init_params(num_cameras) if cameras.learned else None
+    camera_state = cameras.init_state(num_cameras) if cameras.learned else None
 
     def place(state):
         return parallel.place(state, parallel.state_shardings(state, mesh, model.parts()))
 
-    state = place(init_state(model, tx, config.seed, camera_params))
+    state = place(init_state(model, tx, config.seed, camera_params, camera_state))
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = restore_at(mgr, state, model.parts()[FIELD], config.checkpoint_dir, place)
     if restored is None:
