@@ -122,12 +122,13 @@ def displacement(maps, height: int, width: int) -> np.ndarray:
 
 # --- Gauss-Newton maps: each image's map solved from its accumulated normal equations ---
 #
-# Adam moves a map by normalised steps that follow the noise of its ~B/N rays per step: on
-# clean lego its maps wandered 0.25 px (0.2 dB). The maps are few unknowns with a known
-# Jacobian (the image's gradient at the mapped pixel), so each image's least-squares map is
-# solved instead, from the normal equations of all its rays over the last steps (recursive
-# least squares with forgetting), relinearised at the current map every step, with a Gaussian
-# prior that keeps images with little texture where they are.
+# A map has a few unknowns with a known Jacobian (the image's gradient at the mapped pixel),
+# so each image's least-squares map is solved instead of trained: from the normal equations
+# of all its rays over the last steps (recursive least squares with forgetting), relinearised
+# at the current map every step, with a Gaussian prior that keeps images with little texture
+# where they are. The solution follows where the field, still wrong in ways that differ
+# between views, renders each image; the maps move toward it by a relaxation, which averages
+# those errors (moving a map to its solution at once sent clean lego's maps 2 px astray).
 
 
 def read_with_jacobian(images, params, cam_idx, pixels, model: str):
