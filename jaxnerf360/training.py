@@ -367,12 +367,12 @@ def restore_trained(config, scene_kind: str, mesh, num_cameras: int = 0) -> tupl
     cameras = Cameras()
     model, _, tx = assemble(config, scene_kind, cameras)
     camera_params = cameras.init_params(num_cameras) if cameras.learned else None
-    camera_state = cameras.init_state(num_cameras) if cameras.learned else None
 
     def place(state):
         return parallel.place(state, parallel.state_shardings(state, mesh, model.parts()))
 
-    state = place(init_state(model, tx, config.seed, camera_params, camera_state))
+    state = place(init_state(model, tx, config.seed, camera_params,
+                             cameras.init_state(num_cameras)))
     mgr = checkpoints.manager(config.checkpoint_dir, config.checkpoint_keep)
     restored = restore_at(mgr, state, model.parts()[FIELD], config.checkpoint_dir, place)
     if restored is None:
