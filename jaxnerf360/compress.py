@@ -16,7 +16,7 @@ from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.data.loaders import scene_kind
 from jaxnerf360.errors import UserError
-from jaxnerf360.training import restore_trained
+from jaxnerf360.trained import restore_trained
 
 flags.DEFINE_string("out", None, "Compressed scene file to write (e.g. runs/x/scene.jnrf).")
 flags.DEFINE_enum("network_dtype", "float16", ["float16", "float32"],

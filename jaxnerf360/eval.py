@@ -34,7 +34,7 @@ from jaxnerf360.data.scene import Batch
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.supervision import Supervision
 from jaxnerf360.train_step import TrainState, batch_dict, make_loss_fn, make_train_step
-from jaxnerf360.training import load_trained
+from jaxnerf360.trained import load_trained
 
 
 def evaluate(config: configs.Config, compressed_path: str | None = None) -> dict:

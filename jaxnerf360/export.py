@@ -32,7 +32,8 @@ from jaxnerf360.geometry import surfaces
 from jaxnerf360.model import FIELD
 from jaxnerf360.rendering import Renderer
 from jaxnerf360.samplers import field_warp
-from jaxnerf360.training import Training, load_trained
+from jaxnerf360.trained import load_trained
+from jaxnerf360.training import Training
 
 flags.DEFINE_string("out", None, "Output file (.ply; .obj also for meshes); default "
                     "RUN/export/points.ply or RUN/export/mesh.ply.")

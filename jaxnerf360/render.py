@@ -20,7 +20,7 @@ from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.errors import UserError
 from jaxnerf360.rendering import Renderer
-from jaxnerf360.training import load_trained
+from jaxnerf360.trained import load_trained
 
 flags.DEFINE_integer("frames", None, "Override Config.render_frames.")
 flags.DEFINE_string("camera_path", None, "Render nerfstudio's camera-path JSON (its cameras, "

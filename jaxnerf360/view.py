@@ -14,7 +14,7 @@ from jaxnerf360 import cli, parallel
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.errors import UserError
-from jaxnerf360.training import load_trained
+from jaxnerf360.trained import load_trained
 
 flags.DEFINE_integer("port", 8080, "The viewer's port.")
 flags.DEFINE_string("host", "127.0.0.1", "The address to listen on (0.0.0.0: every interface).")

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import cli, configs, parallel, training
+from jaxnerf360 import cli, configs, parallel, trained, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import scene_view
 from jaxnerf360.parts import parameter_count
@@ -234,7 +234,7 @@ def latent_figures(config) -> dict | None:
 
     scene = load_split(config, "test")
     mesh = parallel.make_mesh()
-    model, state = training.load_trained(config, scene, mesh)
+    model, state = trained.load_trained(config, scene, mesh)
     if ENCODER not in model.parts():
         return None
     decoded, truth = latent_training.round_trip(model, training.Training.model_params(state),

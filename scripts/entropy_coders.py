@@ -17,7 +17,7 @@ import numpy as np
 from jaxnerf360 import cli, codec, compressed, parallel
 from jaxnerf360.codec import records
 from jaxnerf360.data.loaders import scene_kind
-from jaxnerf360.training import restore_trained
+from jaxnerf360.trained import restore_trained
 
 
 def entropy_bytes(symbols: np.ndarray) -> float:

@@ -31,7 +31,7 @@ def learned_maps(run: str) -> dict:
     from jaxnerf360 import parallel
     from jaxnerf360.cameras import Cameras
     from jaxnerf360.data import load_split
-    from jaxnerf360.training import load_trained
+    from jaxnerf360.trained import load_trained
 
     config = configs.load(checkpoint_dir=run)
     cameras = Cameras()

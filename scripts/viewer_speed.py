@@ -22,7 +22,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jaxnerf360 import cli, parallel, training  # noqa: E402
+from jaxnerf360 import cli, parallel, trained, training  # noqa: E402
 from jaxnerf360.data import load_split  # noqa: E402
 from jaxnerf360.viewer import Viewer, free_port  # noqa: E402
 from tests import browser  # noqa: E402
@@ -49,7 +49,7 @@ def main(_):
     config = cli.load_run()
     mesh = parallel.make_mesh()
     scene = load_split(config, "train")
-    model, state = training.load_trained(config, scene, mesh)
+    model, state = trained.load_trained(config, scene, mesh)
     viewer = Viewer(model, scene, mesh, config.background, free_port(),
                     chunk=config.render_chunk_size)
     viewer.update(state, int(state.step))

@@ -19,7 +19,7 @@ import gin
 import jax
 import numpy as np
 
-from jaxnerf360 import checkpoints, configs, parallel, training
+from jaxnerf360 import checkpoints, configs, parallel, trained, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.batching import RayBatcher
 from jaxnerf360.data.scene import BOUNDED, Rays
@@ -61,7 +61,7 @@ def job(scene: str, command: str, shape: str, path: str, out: str) -> None:
         config = configs.load(checkpoint_dir=path, bindings=[
             f"Config.data_dir = '{scene}'", f"Config.mesh_shape = {shape}"])
         mesh = parallel.make_mesh(config.mesh_shape)
-        model, state = training.restore_trained(config, BOUNDED, mesh, 16)
+        model, state = trained.restore_trained(config, BOUNDED, mesh, 16)
         expected = dict(np.load(f"{path}/expected.npz"))
         rays = Rays(**{k[5:]: v for k, v in expected.items() if k.startswith("rays_")})
         rendered = Renderer(model, mesh, config.background, 4096).rays(state, rays)

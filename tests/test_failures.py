@@ -20,7 +20,7 @@ import gin
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, parallel, training
+from jaxnerf360 import configs, parallel, trained
 from jaxnerf360.data.scene import BOUNDED
 from jaxnerf360.errors import UserError
 from tests.cli_env import cli_env
@@ -84,7 +84,7 @@ def test_a_damaged_latest_step_is_set_aside_and_the_previous_one_restored(saved_
     run = _damaged_copy(saved_run, tmp_path, kind)
     config = configs.load(checkpoint_dir=str(run),
                           bindings=[f"Config.data_dir='{saved_run / 'scene'}'"])
-    _, state = training.restore_trained(config, BOUNDED, parallel.make_mesh())
+    _, state = trained.restore_trained(config, BOUNDED, parallel.make_mesh())
     assert int(state.step) == 10
     gc.collect()  # orbax's abandoned reads, if any are left, would report themselves now
     assert "Traceback" not in capfd.readouterr().err
@@ -128,7 +128,7 @@ def test_a_checkpoint_of_another_model_is_still_a_mismatch(saved_run, tmp_path):
                           bindings=[f"Config.data_dir='{saved_run / 'scene'}'",
                                     "MLPField.net_width = 48"])
     with pytest.raises(UserError, match="does not fit this model"):
-        training.restore_trained(config, BOUNDED, parallel.make_mesh())
+        trained.restore_trained(config, BOUNDED, parallel.make_mesh())
     assert sorted(os.listdir(run / "checkpoints")) == ["10", "20"]  # nothing set aside
 
 

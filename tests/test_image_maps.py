@@ -167,7 +167,7 @@ def test_the_cameras_declare_the_maps_and_their_group(synthetic_dir):
 def test_a_run_learns_its_maps_only_from_their_start_and_restores_them(synthetic_dir,
                                                                         tmp_path, solver):
     from jaxnerf360 import checkpoints
-    from jaxnerf360.training import load_trained, restore_trained
+    from jaxnerf360.trained import load_trained, restore_trained
 
     bindings = [*TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], "Config.max_steps = 10",
                 "Config.batch_size = 64", f"Config.checkpoint_dir = '{tmp_path}'",

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnerf360 import compressed, configs, parallel, train, training
+from jaxnerf360 import compressed, configs, parallel, train, trained
 from jaxnerf360.data.scene import BOUNDED, Rays
 from jaxnerf360.rendering import Renderer
 
@@ -48,7 +48,7 @@ def test_old_checkpoint_loads_renders_the_same_and_resumes(name, synthetic_dir, 
     data = [f"Config.data_dir = '{synthetic_dir}'"]
     config = configs.load(checkpoint_dir=str(run_dir), bindings=data)
     expected = dict(np.load(run_dir / "expected.npz"))
-    model, state = training.restore_trained(config, BOUNDED, parallel.make_mesh(), 16)
+    model, state = trained.restore_trained(config, BOUNDED, parallel.make_mesh(), 16)
     assert int(state.step) == int(expected["step"]) == 6
     if "poses_xi" in expected:
         np.testing.assert_array_equal(jax.device_get(state.params["poses"]["xi"]),

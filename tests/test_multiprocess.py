@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnerf360 import configs, parallel, training
+from jaxnerf360 import configs, parallel, trained
 from jaxnerf360.data.scene import BOUNDED
 from jaxnerf360.eval import evaluate
 from tests.cli_env import cli_env
@@ -66,7 +66,7 @@ def _params(run_dir, scene):
     gin.clear_config()
     config = configs.load(checkpoint_dir=str(run_dir),
                           bindings=[f"Config.data_dir = '{scene}'", "Config.mesh_shape = None"])
-    _, state = training.restore_trained(config, BOUNDED, parallel.make_mesh())
+    _, state = trained.restore_trained(config, BOUNDED, parallel.make_mesh())
     return int(state.step), jax.tree.leaves(jax.device_get(state.params))
 
 
