@@ -25,6 +25,27 @@ def check_appearance_chunks(model) -> None:
                         "colour buffer is computed in, a whole number of 1 or more (1: whole)")
 
 
+def check_step_chunks(config, model, cameras, objective, data_devices: int) -> None:
+    """`Config.step_chunks` parts of whole rays: each device's share of the batch splits
+    evenly, and nothing in the step spans the parts (a head's patches, a sample buffer sized
+    for the whole batch, solved image maps, a term's own rays)."""
+    chunks = config.step_chunks
+    if chunks == 1:
+        return
+    if config.batch_size % (chunks * data_devices):
+        raise UserError(f"Config.step_chunks={chunks}: Config.batch_size={config.batch_size} "
+                        f"must be a multiple of step_chunks x {data_devices} data device(s)")
+    spans = [("a head (Model.head) or patches (Config.patch_size)",
+              model.head is not None or config.patch_size > 0),
+             ("a sample buffer (OccupancySampler)", model.sampler().uses_sample_buffer()),
+             ("solved image maps (Cameras.image_map_solver)", cameras.solves_maps),
+             ("a term's independent rays (ray_term)", bool(objective.independent_rays))]
+    for what, present in spans:
+        if present:
+            raise UserError(f"Config.step_chunks={chunks} splits a step's rays into parts, "
+                            f"which {what} cannot be: use Config.step_chunks=1")
+
+
 def check_patches(config, model, objective, supervision, field) -> int:
     """Config.patch_size, checked against the head and the loss terms: 0 means independent
     pixels."""

@@ -195,8 +195,45 @@ class TrainStep:
         return TrainStep(self._jitted, self._mesh, views)
 
 
+_MAX_STATS = ("overflow", "appearance_overflow")  # counts: the fullest part's, not the mean
+
+
+def chunked_value_and_grad(loss_fn, chunks: int):
+    """`loss_fn`'s value_and_grad over `chunks` equal parts of the batch's rays, one after
+    another (a scan), the gradients averaged: for losses that are means over rays, the whole
+    batch's gradient up to rounding. Part i holds rays i, i + chunks, ... (each device keeps
+    its share); its key is `fold_in(rng, i)`. Statistics are the parts' means (PSNR from the
+    mean squared error; buffer overflows their maximum).
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def split(x):
+        x = x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    def value_and_grad(params, state, batch, rng, views):
+        def body(total, part):
+            index, rays = part
+            (value, stats), grads = grad_fn(params, state, rays, jax.random.fold_in(rng, index),
+                                            views)
+            return jax.tree.map(jnp.add, total, grads), (value, stats)
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        grads, (values, stats) = jax.lax.scan(
+            body, zeros, (jnp.arange(chunks), jax.tree.map(split, batch)))
+        grads = jax.tree.map(lambda g: g / chunks, grads)
+        psnr = stats.pop("psnr", None)
+        stats = {key: jnp.max(value, 0) if key in _MAX_STATS else jnp.mean(value, 0)
+                 for key, value in stats.items()}
+        if psnr is not None:  # the whole batch's, from the parts' mean squared errors
+            stats["psnr"] = metrics.mse_to_psnr(jnp.mean(metrics.psnr_to_mse(psnr)))
+        return (jnp.mean(values), stats), grads
+
+    return value_and_grad
+
+
 def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None,
-                    shardings=None, refine=None) -> TrainStep:
+                    shardings=None, refine=None, chunks: int = 1) -> TrainStep:
     """A jit-compiled, data-parallel `train_step(state, batch, key) -> (state, stats)`.
 
     `views` (device data: cameras, images, edge maps) is replicated and passed to every call;
@@ -205,10 +242,15 @@ def make_train_step(loss_fn, tx, mesh, views=None, lr_schedule=None,
     moments stay sharded whatever the grid resolution; None keeps everything replicated.
     `refine(params, camera_state, update, step) -> (params, camera_state)` (the cameras'
     `refiner`) then applies what the loss gave under CAMERA_UPDATE (solved image maps).
+    `chunks` > 1 runs the batch's rays in that many parts (`chunked_value_and_grad`).
     """
+    if chunks > 1:
+        grad_fn = chunked_value_and_grad(loss_fn, chunks)
+    else:
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
     def train_step(state, batch, key, views):
         rng = jax.random.fold_in(key, state.step)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (_, stats), grads = grad_fn(state.params, state, batch, rng, views)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -78,6 +78,8 @@ class Training:
                             "not the corrected ones: drop @ray_term or Cameras.optimize_poses")
         run_checks.check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
         run_checks.check_appearance_chunks(self.model)
+        run_checks.check_step_chunks(config, self.model, self.cameras, self.objective,
+                                     parallel.data_size(mesh))
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params(),
@@ -259,7 +261,8 @@ class Training:
         network = optim.all_groups(self.config, self.groups)[NETWORK]
         return make_train_step(loss_fn, self.tx, self.mesh, self._views_for(phase),
                                optim.group_schedule(network, self.config), self.shardings,
-                               self.cameras.refiner(self.config.max_steps))
+                               self.cameras.refiner(self.config.max_steps),
+                               self.config.step_chunks)
 
     def phase_step(self, name: str):
         """The compiled train step of the head's phase `name` (for benchmarks)."""
