@@ -1,11 +1,12 @@
-"""Every shipped gin config parses, validates and builds its sampler and field."""
+"""Every shipped gin config parses, validates and builds its sampler and field, and can
+split its steps into the parts it asks for."""
 
 from pathlib import Path
 
 import gin
 import pytest
 
-from jaxnerf360 import configs
+from jaxnerf360 import configs, objective, run_checks
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.fields.tensorf import TensoRFField
 from jaxnerf360.model import Model
@@ -23,7 +24,11 @@ def test_config_parses_and_builds(path):
         config = configs.Config()
         configs.validate(config, check_dirs=False)
         parts = Model().parts()  # runs the sampler's and field's start-up checks
-        Cameras(), ImageBlur(), EdgeWeights()  # and those of the cameras and supervision
+        cameras = Cameras()  # and those of the cameras and supervision
+        ImageBlur(), EdgeWeights()
+        model, plan = Model(), Model().phases()
+        terms = [*parts["field"].regularizers(), *(plan.terms(config, model) if plan else [])]
+        run_checks.check_step_chunks(config, model, cameras, objective.build(config, terms), 1)
         sampler, field = parts["sampler"], parts["field"]
         if isinstance(field, TensoRFField) and isinstance(sampler, OccupancySampler):
             assert tuple(field.box_min) == tuple(sampler.box_min), "field and sampler boxes differ"
