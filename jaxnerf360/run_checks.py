@@ -25,10 +25,12 @@ def check_appearance_chunks(model) -> None:
                         "colour buffer is computed in, a whole number of 1 or more (1: whole)")
 
 
-def check_step_chunks(config, model, cameras, objective, data_devices: int) -> None:
+def check_step_chunks(config, model, cameras, objective, supervision,
+                      data_devices: int) -> None:
     """`Config.step_chunks` parts of whole rays: each device's share of the batch splits
     evenly, and nothing in the step spans the parts (a head's patches, a sample buffer sized
-    for the whole batch, solved image maps, a term's own rays)."""
+    for the whole batch, solved image maps, a term's own rays, a mean weighted over the batch).
+    """
     chunks = config.step_chunks
     if chunks == 1:
         return
@@ -39,7 +41,8 @@ def check_step_chunks(config, model, cameras, objective, data_devices: int) -> N
               model.head is not None or config.patch_size > 0),
              ("a sample buffer (OccupancySampler)", model.sampler().uses_sample_buffer()),
              ("solved image maps (Cameras.image_map_solver)", cameras.solves_maps),
-             ("a term's independent rays (ray_term)", bool(objective.independent_rays))]
+             ("a term's independent rays (ray_term)", bool(objective.independent_rays)),
+             ("a data term weighted over the batch (EdgeWeights)", supervision.needs_edges)]
     for what, present in spans:
         if present:
             raise UserError(f"Config.step_chunks={chunks} splits a step's rays into parts, "

@@ -79,7 +79,7 @@ class Training:
         run_checks.check_output_size(self.scene, self.model.head_geometry()[1], config.data_dir)
         run_checks.check_appearance_chunks(self.model)
         run_checks.check_step_chunks(config, self.model, self.cameras, self.objective,
-                                     parallel.data_size(mesh))
+                                     self.supervision, parallel.data_size(mesh))
         self.patch_size = run_checks.check_patches(config, self.model, self.objective,
                                                    self.supervision, self.field)
         state = init_state(self.model, self.tx, config.seed, self.cameras.init_params(),

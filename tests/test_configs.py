@@ -11,7 +11,7 @@ from jaxnerf360.cameras import Cameras
 from jaxnerf360.fields.tensorf import TensoRFField
 from jaxnerf360.model import Model
 from jaxnerf360.samplers import OccupancySampler
-from jaxnerf360.supervision import EdgeWeights, ImageBlur
+from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.gin"))
 
@@ -25,10 +25,11 @@ def test_config_parses_and_builds(path):
         configs.validate(config, check_dirs=False)
         parts = Model().parts()  # runs the sampler's and field's start-up checks
         cameras = Cameras()  # and those of the cameras and supervision
-        ImageBlur(), EdgeWeights()
+        supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
         model, plan = Model(), Model().phases()
         terms = [*parts["field"].regularizers(), *(plan.terms(config, model) if plan else [])]
-        run_checks.check_step_chunks(config, model, cameras, objective.build(config, terms), 1)
+        run_checks.check_step_chunks(config, model, cameras, objective.build(config, terms),
+                                     supervision, 1)
         sampler, field = parts["sampler"], parts["field"]
         if isinstance(field, TensoRFField) and isinstance(sampler, OccupancySampler):
             assert tuple(field.box_min) == tuple(sampler.box_min), "field and sampler boxes differ"

@@ -65,6 +65,8 @@ def test_a_run_in_parts_fits_a_fixed_batch(synthetic_dir):
     ([*MLP_RUN, "Config.step_chunks = 3", "Config.batch_size = 64"], "multiple of step_chunks"),
     ([*TINY_FIELDS["mlp"], *TINY_SAMPLERS["occupancy"], "Config.step_chunks = 2",
       "Config.batch_size = 64"], "sample buffer"),
+    ([*MLP_RUN, "Config.step_chunks = 2", "Config.batch_size = 64", "EdgeWeights.until = 0.5"],
+     "EdgeWeights"),
 ])
 def test_parts_that_cannot_be_made_are_one_clear_line(synthetic_dir, bindings, message):
     with pytest.raises(UserError, match=message) as error:
