@@ -244,6 +244,9 @@ def main(argv):
         share = "" if name.startswith("whole") else f"{100 * sec / parts:5.1f}%"
         print(f"{name:38s} {1e3 * sec:8.1f} {share:>6s} {first:13.2f}")
     print(f"{'sum of the parts':38s} {1e3 * parts:8.1f}")
+    if config.step_chunks > 1:
+        print(f"the whole step runs the rays in {config.step_chunks} parts (Config.step_chunks); "
+              "the parts above are timed on the whole batch at once")
 
 
 if __name__ == "__main__":
