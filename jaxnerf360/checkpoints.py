@@ -57,7 +57,8 @@ class DamagedCheckpoint(Exception):
 
 
 # Orbax's words when a readable checkpoint holds another tree or other shapes than the target.
-_MISMATCH = ("Structure mismatch", "not compatible with the stored shape", "Requested shape")
+_MISMATCH = ("Structure mismatch", "not compatible with the stored shape", "Requested shape",
+             "tree structures do not match")
 
 
 def _damage(step_dir: str) -> str | None:
@@ -74,6 +75,30 @@ def _damage(step_dir: str) -> str | None:
     except (OSError, ValueError):
         return "its default/_METADATA file is damaged"
     return None
+
+
+def _stored_entries(step_dir: str) -> set:
+    """The top-level entries ('params', 'cameras', ...) a saved step holds (from its
+    metadata; empty if that cannot be read)."""
+    try:
+        with open(os.path.join(step_dir, "default", "_METADATA"), encoding="utf-8") as f:
+            keys = json.load(f)["tree_metadata"].keys()
+    except (OSError, ValueError, KeyError, AttributeError):
+        return set()
+    return {key.strip("()").split(",")[0].strip().strip("'\"") for key in keys}
+
+
+def _mismatch_advice(step_dir: str, target: dict) -> str:
+    """What to do about a checkpoint that does not fit: the image-map solver it was trained
+    with, when only that differs in what it holds; else a new directory or the old config."""
+    stored = _stored_entries(step_dir)
+    solvers = {True: "gauss_newton", False: "adam"}
+    if stored and ("cameras" in stored) != ("cameras" in target):
+        solver = solvers["cameras" in stored]
+        return (f"it was trained with image maps solved by {solver!r}; add "
+                f"--gin_bindings=\"Cameras.image_map_solver='{solver}'\" (the default was "
+                "'adam' before 2026-12-06)")
+    return "use a new Config.checkpoint_dir or the config it was trained with"
 
 
 def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: str):
@@ -100,7 +125,7 @@ def restore_step(mgr: ocp.CheckpointManager, step: int, state, checkpoint_dir: s
         if any(words in failure for words in _MISMATCH):
             raise UserError(
                 f"{checkpoint_dir}: the checkpoint at step {step} does not fit this model "
-                f"({first}); use a new Config.checkpoint_dir or the config it was trained with")
+                f"({first}); {_mismatch_advice(step_dir, target)}")
         raise DamagedCheckpoint(f"its data cannot be read ({first})")
     return state.replace(step=stored["step"], params=stored["params"],
                          opt_state=stored["opt_state"], sampler_state=stored["occupancy"],

@@ -200,6 +200,13 @@ def test_a_run_learns_its_maps_only_from_their_start_and_restores_them(synthetic
     # Given no training split, loading finds the number of maps itself.
     _, loaded = load_trained(config, scene, mesh)
     np.testing.assert_array_equal(loaded.params[PARAMS][IMAGE_MAP], maps[7])
+    # Restored under the other solver, the error names the solver it was trained with.
+    other = "adam" if solver == "gauss_newton" else "gauss_newton"
+    config = _config(synthetic_dir, *bindings, f"Cameras.image_map_solver = '{other}'")
+    with pytest.raises(UserError, match=f"Cameras.image_map_solver='{solver}'") as error:
+        restore_trained(config, scene.kind, mesh, scene.num_images)
+    assert "\n" not in str(error.value)
+    assert not list(tmp_path.glob("checkpoints/*.damaged"))  # a config mismatch: kept as is
     # The maps read the loaded colours on the fixed background, unblurred.
     with pytest.raises(UserError, match="Cameras.image_maps reads the loaded images"):
         setup_run(_config(synthetic_dir, *bindings, "Config.background = 'random'"), scene)
