@@ -121,12 +121,13 @@ def test_no_intact_step_is_one_clear_error(saved_run, tmp_path):
     assert "no intact checkpoint" in line and "10.damaged" in line and "20.damaged" in line
 
 
-def test_a_checkpoint_of_another_model_is_still_a_mismatch(saved_run, tmp_path):
+@pytest.mark.parametrize("change", ["MLPField.net_width = 48",  # other shapes
+                                    "MLPField.net_depth_viewdirs = 2"])  # another tree
+def test_a_checkpoint_of_another_model_is_still_a_mismatch(saved_run, tmp_path, change):
     run = tmp_path / "run"
     shutil.copytree(saved_run / "run", run)
     config = configs.load(checkpoint_dir=str(run),
-                          bindings=[f"Config.data_dir='{saved_run / 'scene'}'",
-                                    "MLPField.net_width = 48"])
+                          bindings=[f"Config.data_dir='{saved_run / 'scene'}'", change])
     with pytest.raises(UserError, match="does not fit this model"):
         trained.restore_trained(config, BOUNDED, parallel.make_mesh())
     assert sorted(os.listdir(run / "checkpoints")) == ["10", "20"]  # nothing set aside
