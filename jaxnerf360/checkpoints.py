@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxnerf360 import renamed
+from jaxnerf360.cameras import IMAGE_MAP, PARAMS
 from jaxnerf360.errors import UserError
 
 CONFIG_NAME = "config.gin"
@@ -77,24 +78,27 @@ def _damage(step_dir: str) -> str | None:
     return None
 
 
-def _stored_entries(step_dir: str) -> set:
-    """The top-level entries ('params', 'cameras', ...) a saved step holds (from its
-    metadata; empty if that cannot be read)."""
+def _stored_paths(step_dir: str) -> list:
+    """The key paths (tuples of names) of the leaves a saved step holds, from its metadata
+    (empty if that cannot be read)."""
     try:
         with open(os.path.join(step_dir, "default", "_METADATA"), encoding="utf-8") as f:
             keys = json.load(f)["tree_metadata"].keys()
-    except (OSError, ValueError, KeyError, AttributeError):
-        return set()
-    return {key.strip("()").split(",")[0].strip().strip("'\"") for key in keys}
+        return [ast.literal_eval(key) for key in keys]
+    except (OSError, ValueError, SyntaxError, KeyError, AttributeError):
+        return []
 
 
 def _mismatch_advice(step_dir: str, target: dict) -> str:
-    """What to do about a checkpoint that does not fit: the image-map solver it was trained
-    with, when only that differs in what it holds; else a new directory or the old config."""
-    stored = _stored_entries(step_dir)
-    solvers = {True: "gauss_newton", False: "adam"}
-    if stored and ("cameras" in stored) != ("cameras" in target):
-        solver = solvers["cameras" in stored]
+    """What to do about a checkpoint that does not fit: when both it and the model have image
+    maps and only one holds solved maps' equations, the solver it was trained with; else a new
+    directory or the config it was trained with."""
+    paths = _stored_paths(step_dir)
+    stored_maps = any(path[:3] == ("params", PARAMS, IMAGE_MAP) for path in paths)
+    target_maps = IMAGE_MAP in target["params"].get(PARAMS, {})
+    solved = any(path[:1] == ("cameras",) for path in paths)
+    if stored_maps and target_maps and solved != ("cameras" in target):
+        solver = "gauss_newton" if solved else "adam"
         return (f"it was trained with image maps solved by {solver!r}; add "
                 f"--gin_bindings=\"Cameras.image_map_solver='{solver}'\" (the default was "
                 "'adam' before 2026-12-06)")
