@@ -179,6 +179,19 @@ def restore_newest_intact(mgr: ocp.CheckpointManager, state_at, checkpoint_dir: 
     return None
 
 
+class _AbandonedReads(std_logging.Filter):
+    """Drops asyncio's late report of an orbax read that a failed restore abandoned: on a
+    busy machine it can come after `_QuietRestore.drain` has waited."""
+
+    def filter(self, record):
+        """False for 'Task exception was never retrieved' of orbax's deserialisation."""
+        text = record.getMessage()
+        return not ("never retrieved" in text and "async_deserialize" in text)
+
+
+_ABANDONED = _AbandonedReads()
+
+
 class _QuietRestore:
     """Holds back what orbax's abandoned reads print after a failed restore ('Exception
     ignored', 'Event loop is closed' and asyncio's 'Task exception was never retrieved', from
@@ -209,6 +222,8 @@ class _QuietRestore:
         import gc
 
         self.failed = True
+        if _ABANDONED not in self._asyncio.filters:
+            self._asyncio.addFilter(_ABANDONED)
         deadline = time.monotonic() + 3.0
         while True:
             gc.collect()
