@@ -26,7 +26,8 @@ def test_config_parses_and_builds(path):
         parts = Model().parts()  # runs the sampler's and field's start-up checks
         cameras = Cameras()  # and those of the cameras and supervision
         supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
-        model, plan = Model(), Model().phases()
+        model = Model()
+        plan = model.phases()
         terms = [*parts["field"].regularizers(), *(plan.terms(config, model) if plan else [])]
         run_checks.check_step_chunks(config, model, cameras, objective.build(config, terms),
                                      supervision, 1)
