@@ -62,17 +62,21 @@ _MISMATCH = ("Structure mismatch", "not compatible with the stored shape", "Requ
              "tree structures do not match")
 
 
+def _metadata(step_dir: str) -> dict:
+    """The parsed default/_METADATA of a saved step (OSError or ValueError if unreadable)."""
+    with open(os.path.join(step_dir, "default", "_METADATA"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _damage(step_dir: str) -> str | None:
     """Why the files of a saved step cannot be what orbax wrote, or None if they can."""
     item = os.path.join(step_dir, "default")
     if not os.path.isdir(item):
         return "its default/ folder is missing"
-    metadata = os.path.join(item, "_METADATA")
-    if not os.path.isfile(metadata):
+    if not os.path.isfile(os.path.join(item, "_METADATA")):
         return "its default/_METADATA file is missing"
     try:
-        with open(metadata, encoding="utf-8") as f:
-            json.load(f)
+        _metadata(step_dir)
     except (OSError, ValueError):
         return "its default/_METADATA file is damaged"
     return None
@@ -82,9 +86,7 @@ def _stored_paths(step_dir: str) -> list:
     """The key paths (tuples of names) of the leaves a saved step holds, from its metadata
     (empty if that cannot be read)."""
     try:
-        with open(os.path.join(step_dir, "default", "_METADATA"), encoding="utf-8") as f:
-            keys = json.load(f)["tree_metadata"].keys()
-        return [ast.literal_eval(key) for key in keys]
+        return [ast.literal_eval(key) for key in _metadata(step_dir)["tree_metadata"].keys()]
     except (OSError, ValueError, SyntaxError, KeyError, AttributeError):
         return []
 

@@ -70,9 +70,7 @@ class Training:
                 self.scene, images=self.supervision.needs_images or maps,
                 edges=self.supervision.edge_maps(scene.images))
         self.registration = registration_for(self)
-        self.objective = objective.build(config, [
-            *self.field.regularizers(),
-            *(self.plan.terms(config, self.model) if self.plan else [])])
+        self.objective = build_objective(config, self.model)
         if self.objective.independent_rays and self.cameras.optimize_poses:
             raise UserError("ray_term's independent rays are cast from the initial cameras, "
                             "not the corrected ones: drop @ray_term or Cameras.optimize_poses")
@@ -326,6 +324,14 @@ class Training:
         return self.cameras.rays(camera_params, {"rays": batch.rays,
                                                  "pixels": jnp.asarray(batch.pixels)},
                                  None, self.views)
+
+
+def build_objective(config, model):
+    """The run's objective: the config's terms, the field's regularisers and the terms of the
+    head's training plan."""
+    plan = model.phases()
+    return objective.build(config, [*model.parts()[FIELD].regularizers(),
+                                    *(plan.terms(config, model) if plan else [])])
 
 
 def assemble(config, scene_kind: str, cameras) -> tuple:

@@ -6,12 +6,13 @@ from pathlib import Path
 import gin
 import pytest
 
-from jaxnerf360 import configs, objective, run_checks
+from jaxnerf360 import configs, run_checks
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.fields.tensorf import TensoRFField
 from jaxnerf360.model import Model
 from jaxnerf360.samplers import OccupancySampler
 from jaxnerf360.supervision import EdgeWeights, ImageBlur, Supervision
+from jaxnerf360.training import build_objective
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.gin"))
 
@@ -27,9 +28,7 @@ def test_config_parses_and_builds(path):
         cameras = Cameras()  # and those of the cameras and supervision
         supervision = Supervision(config.spectral_control, ImageBlur(), EdgeWeights())
         model = Model()
-        plan = model.phases()
-        terms = [*parts["field"].regularizers(), *(plan.terms(config, model) if plan else [])]
-        run_checks.check_step_chunks(config, model, cameras, objective.build(config, terms),
+        run_checks.check_step_chunks(config, model, cameras, build_objective(config, model),
                                      supervision, 1)
         sampler, field = parts["sampler"], parts["field"]
         if isinstance(field, TensoRFField) and isinstance(sampler, OccupancySampler):
