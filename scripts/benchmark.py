@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxnerf360 import cli, configs, parallel, trained, training
+from jaxnerf360 import cli, configs, host_memory, parallel, trained, training
 from jaxnerf360.data import load_split
 from jaxnerf360.data.cameras import scene_view
 from jaxnerf360.parts import parameter_count
@@ -330,6 +330,7 @@ def main(argv):
             with open(FLAGS.out, "w", encoding="utf-8") as f:
                 f.write(json.dumps(result, indent=2, default=float))
         return 0
+    host_memory.keep_freed_memory()  # as train does: before JAX starts its threads
     cli.enable_compilation_cache(FLAGS.compilation_cache)
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()

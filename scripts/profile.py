@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from jaxnerf360 import checkpoints, configs, optim, parallel, training
+from jaxnerf360 import checkpoints, configs, host_memory, optim, parallel, training
 from jaxnerf360.cameras import Cameras
 from jaxnerf360.data import load_split
 from jaxnerf360.geometry import render
@@ -222,6 +222,7 @@ def profile(config, run, repeats: int) -> dict:
 def main(argv):
     """Entry point."""
     del argv
+    host_memory.keep_freed_memory()  # as train does: before JAX starts its threads
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()
     if FLAGS.run:
