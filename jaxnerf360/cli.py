@@ -7,7 +7,7 @@ import sys
 
 from absl import app, flags, logging
 
-from jaxnerf360 import configs, host_memory  # configs defines --gin_configs, --gin_bindings
+from jaxnerf360 import configs  # defines --gin_configs and --gin_bindings
 from jaxnerf360.errors import UserError
 
 flags.DEFINE_bool("distributed", False,
@@ -54,7 +54,6 @@ def run(main, commands: tuple = ()) -> None:
         if not commands and len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.get_absl_handler().addFilter(_QuietLibraries())
-        host_memory.keep_freed_memory()  # before JAX starts its threads
         enable_compilation_cache(flags.FLAGS.compilation_cache)
         try:
             if flags.FLAGS.distributed:

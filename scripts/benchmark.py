@@ -330,7 +330,7 @@ def main(argv):
             with open(FLAGS.out, "w", encoding="utf-8") as f:
                 f.write(json.dumps(result, indent=2, default=float))
         return 0
-    host_memory.keep_freed_memory()  # as train does: before JAX starts its threads
+    host_memory.restart_with_huge_pages()  # as `python -m jaxnerf360.train` does
     cli.enable_compilation_cache(FLAGS.compilation_cache)
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()

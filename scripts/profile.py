@@ -222,7 +222,7 @@ def profile(config, run, repeats: int) -> dict:
 def main(argv):
     """Entry point."""
     del argv
-    host_memory.keep_freed_memory()  # as train does: before JAX starts its threads
+    host_memory.restart_with_huge_pages()  # as `python -m jaxnerf360.train` does
     configs.parse_gin(FLAGS.gin_configs, FLAGS.gin_bindings)
     config = configs.Config()
     if FLAGS.run:
