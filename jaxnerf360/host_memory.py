@@ -23,7 +23,7 @@ _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def huge_pages_available() -> bool:
-    """Whether the kernel gives transparent huge pages to a process that asks (madvise)."""
+    """Whether the kernel gives transparent huge pages to a process that asks for them."""
     try:
         with open(_THP, encoding="ascii") as f:
             return "[never]" not in f.read()
@@ -46,10 +46,14 @@ def restart_with_huge_pages(argv=None) -> None:
     """Replaces this process by the same command (`argv`, sys.orig_argv) with the huge-page
     tunable set; returns where it does not apply (see `huge_pages_env`)."""
     env = huge_pages_env()
-    if env is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+    if env is None or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
         os.execve(sys.executable, list(argv or sys.orig_argv), env)
+    except OSError:
+        pass  # the same run, without huge pages: slower on a CPU, not wrong
 
 
 def started_as_command() -> bool:
