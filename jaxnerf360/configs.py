@@ -59,7 +59,7 @@ class Config:
     adam_beta2: float = 0.99
     adam_eps: float = 1e-6
     grad_max_norm: float = 0.001  # clip by global norm; 0 disables
-    # Each step's rays in this many equal parts, one after another, their gradients summed
+    # Each step's rays in this many equal parts, one after another, their gradients averaged
     # into one update (the same step, up to float rounding). On a CPU a part's activations
     # stay in cache: 1.5x faster MLP steps on lego_cpu.gin (BENCHMARKS.md). Independent
     # rays only (no head or patches, no sample buffer, no solved image maps); 1 on a GPU.
