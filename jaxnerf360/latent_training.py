@@ -8,7 +8,8 @@
    ground truth (the latent loss, the encoder frozen), the decoded image is compared with the
    ground truth (the run's data term, whose gradient reaches the field through the decoder),
    and the field's own colours, with `colour_weight`, with the ground truth averaged over each
-   latent pixel (the colour branch). The decoder's rate is scaled by `joint_decoder_scale`
+   latent pixel (the colour branch), and with single pixels on `colour_rays` rays at full
+   resolution. The decoder's rate is scaled by `joint_decoder_scale`
    (0 by default: frozen, as the field's early latents are far from the encoder's).
 3. **decoder** (to the end): the decoder alone is fine-tuned on the data term, the field
    frozen (its parameter groups' rates are zero and no gradient reaches it), so it learns to
@@ -72,6 +73,10 @@ class LatentTraining(PhasePlan):
     # by the latent (and colour) loss alone, against the encoder's latents of whole images
     joint_rays: int = 1024
     colour_weight: float = 0.0  # phase 2: the field's own colours (0: no colour branch loss)
+    # phase 2: independent rays at the images' own resolution per step for the colour branch
+    # alone (with colour_weight), so that the field learns its geometry from every pixel as a
+    # colour NeRF does, not only from the coarse grid
+    colour_rays: int = 0
     # phase 2: the decoder's rate there, as a factor of its schedule (0: frozen, so that the
     # field's early, poor latents do not undo what it learnt in phase 1)
     joint_decoder_scale: float = 0.0
@@ -93,7 +98,7 @@ class LatentTraining(PhasePlan):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise UserError(f"LatentTraining.{name}={value!r} must be a number >= 0")
-        for name in ("encoder_margin", "joint_rays"):
+        for name in ("encoder_margin", "joint_rays", "colour_rays"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"LatentTraining.{name}={value!r} must be an integer >= 0")
@@ -113,7 +118,7 @@ class LatentTraining(PhasePlan):
         if self.autoencoder_end > 0:
             out.append(Phase(AUTOENCODER, 0.0, renders=False, trains=(HEAD, ENCODER)))
         out.append(Phase(JOINT, self.autoencoder_end if out else 0.0,
-                         coarse_rays=self.joint_rays > 0))
+                         coarse_rays=self.joint_rays > 0 or self.colour_rays > 0))
         if self.decoder_start < 1:
             out.append(Phase(FINE_TUNE, self.decoder_start, trains=(HEAD,)))
         return tuple(out)
@@ -135,6 +140,10 @@ class LatentTraining(PhasePlan):
     def ray_batch(self) -> int:
         """LatentTraining.joint_rays."""
         return self.joint_rays
+
+    def colour_ray_batch(self) -> int:
+        """LatentTraining.colour_rays when the colour branch has a weight, else 0."""
+        return self.colour_rays if self.colour_weight else 0
 
     def phase_data(self, phase: Phase, model, model_params: dict, scene):
         """Phase 2 with coarse rays: the encoder's latents of every training image,
@@ -219,6 +228,8 @@ class LatentTraining(PhasePlan):
             errors = [jnp.square(rendered - truth).reshape(-1, 3)]
             if inputs.extra_outputs is not None:
                 errors.append(jnp.square(inputs.extra_outputs["rgb"] - inputs.batch["extra_rgb"]))
+            if inputs.colour_outputs is not None:
+                errors.append(jnp.square(inputs.colour_outputs["rgb"] - inputs.batch["colour_rgb"]))
             return jnp.mean(jnp.concatenate(errors))
 
         out = [LossTerm("latent", latent, self.latent_weight, margin=k * self.encoder_margin,

@@ -48,6 +48,8 @@ class LossInputs:
     # head, when the phase renders them; and what the phase precomputed (`Views.phase_data`)
     extra_outputs: Any = None
     phase_data: Any = None
+    # the outputs of the plan's full-resolution rays (`colour_rays`), likewise
+    colour_outputs: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ class Phase:
     `renders`: the step renders the field (False: the plan's `own_loss` is the whole loss).
     `trains`: the model's parts (their parameter subtrees) that get gradients; None: all of
     them and the cameras' corrections. `coarse_rays`: the step also renders the batch's
-    independent rays on the head's coarse grid (`PhasePlan.ray_batch`) without the head.
+    independent rays without the head: on the head's coarse grid (`PhasePlan.ray_batch`) and
+    at full resolution (`PhasePlan.colour_ray_batch`).
     """
 
     name: str
@@ -50,6 +51,11 @@ class PhasePlan:
     def ray_batch(self) -> int:
         """Independent rays on the head's coarse grid each batch carries besides its patches
         (`data.batching.CoarseRayBatcher`; 0: none)."""
+        return 0
+
+    def colour_ray_batch(self) -> int:
+        """Independent rays at the images' own resolution each batch carries for the field's
+        own colours (0: none)."""
         return 0
 
     def phase_data(self, phase: Phase, model, model_params: dict, scene):

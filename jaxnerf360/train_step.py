@@ -150,23 +150,27 @@ def make_loss_fn(model, cameras, supervision, objective, config, groups: dict,
         target_patch = target if target.ndim == 4 else None
         if out["rgb"].shape != target.shape:  # a head consumed a margin, or terms read one
             target = center_crop(target, *out["rgb"].shape[-3:-1])
-        extra = None
-        # Independent rays beside the patches (a phase's coarse rays, or a term's): no head,
-        # the fixed background.
-        if (phase.coarse_rays if phase is not None else "extra_rays" in batch):
-            extra_rays = batch["extra_rays"]
-            extra = model.apply({"params": model_params}, jax.random.fold_in(rng, 1), extra_rays,
-                                train_frac, background_colors(config.background,
-                                                              extra_rays.origins.shape[:-1]),
-                                sampler_state=state.sampler_state,
-                                spectral_control=supervision.enabled, apply_head=False)
+
+        def plain(name, salt):  # independent rays beside the patches: no head, the fixed bg
+            rays = batch[name]
+            return model.apply({"params": model_params}, jax.random.fold_in(rng, salt), rays,
+                               train_frac, background_colors(config.background,
+                                                             rays.origins.shape[:-1]),
+                               sampler_state=state.sampler_state,
+                               spectral_control=supervision.enabled, apply_head=False)
+
+        # A phase's coarse and full-resolution rays, or a term's coarse rays.
+        renders_extra = phase is None or phase.coarse_rays
+        extra = plain("extra_rays", 1) if renders_extra and "extra_rays" in batch else None
+        colour = plain("colour_rays", 2) if renders_extra and "colour_rays" in batch else None
         inputs = LossInputs(
             outputs=out, batch=batch, target=target,
             pixel_weights=supervision.pixel_weights(views, batch, state.step, train_frac),
             params=model_params, field_params=model_params.get(FIELD, {}), step=state.step,
             train_frac=train_frac, lr_ratio=optim.lr_ratios(config, groups, state.step),
             target_patch=target_patch, phase=None if phase is None else phase.name,
-            extra_outputs=extra, phase_data=None if views is None else views.phase_data)
+            extra_outputs=extra, phase_data=None if views is None else views.phase_data,
+            colour_outputs=colour)
         total, parts = objective(inputs)
         mse = jnp.mean(jnp.square(out["rgb"] - target))
         stats = {"loss": total, **parts, "psnr": metrics.mse_to_psnr(mse),

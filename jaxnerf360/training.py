@@ -45,6 +45,7 @@ from jaxnerf360.train_step import (
 
 _PROBE_SEED = 7919  # the capacity probes' batches are drawn apart from the training batches
 _COARSE_SEED = 104729  # and a plan's coarse rays apart from both
+_COLOUR_SEED = 130363  # and its full-resolution colour rays apart from all three
 
 
 class Training:
@@ -92,6 +93,7 @@ class Training:
         self.kept = None  # bool [N, H, W] training rays kept by the ray filter
         self.batcher = None
         self.coarse_rays = None  # independent (coarse) rays beside the patches: plan's, terms'
+        self.colour_rays = None  # a plan's independent rays at full resolution
         self._phase_data = {}  # phase name -> what the plan precomputed for its step
         self._steps = events.StepCache(self._build_step)
         self._renderer = None
@@ -175,6 +177,11 @@ class Training:
                 self.scene, rays, self.model.head_geometry()[1],
                 seed=self.config.seed + _COARSE_SEED, process_index=index,
                 process_count=count, start_step=step)
+        full = self.plan.colour_ray_batch() if self.plan is not None else 0
+        if full:
+            self.colour_rays = CoarseRayBatcher(
+                self.scene, full, 1, seed=self.config.seed + _COLOUR_SEED, process_index=index,
+                process_count=count, start_step=step)
         for event in self.events:
             event.replay(self, self.state)
         self.step = self._current_step()
@@ -186,6 +193,9 @@ class Training:
             extra = self.coarse_rays.next()
             batch.update(extra_rays=extra["rays"], extra_rgb=extra["rgb"],
                          extra_index=extra["index"])
+        if self.colour_rays is not None:
+            extra = self.colour_rays.next()
+            batch.update(colour_rays=extra["rays"], colour_rgb=extra["rgb"])
         return parallel.to_global(batch, self.mesh)
 
     def before_step(self, step: int | None = None) -> None:

@@ -202,6 +202,40 @@ def test_a_latent_run_trains_on_coarse_rays_against_full_resolution_patches(synt
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
+def test_the_colour_branch_also_learns_from_full_resolution_rays(synthetic_dir):
+    config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], *HEAD,
+                     "LatentDecoder.factor = 2", "Config.patch_size = 8", "Config.lr_init = 1e-3",
+                     "Config.lr_final = 1e-3", "Config.batch_size = 64",
+                     "LatentTraining.autoencoder_end = 0.0", "LatentTraining.decoder_start = 1.0",
+                     "LatentTraining.encoder_margin = 1", "LatentTraining.joint_rays = 0",
+                     # the colour branch alone
+                     "LatentTraining.latent_weight = 0.0", "Config.data_loss_mult = 0.0",
+                     "LatentTraining.colour_weight = 1.0", "LatentTraining.colour_rays = 48")
+    mesh = parallel.make_mesh()
+    run = training.setup(config, load_split(config, "train"), mesh)
+    batch = run.next_batch()
+    assert "extra_rays" not in batch and batch["colour_rays"].origins.shape == (48, 3)
+    # Each ray has a pixel's footprint (the patches' rays have k times it) and its colour.
+    rays, rgb = jax.device_get(batch["colour_rays"]), np.asarray(batch["colour_rgb"])
+    k = run.model.head_geometry()[1]
+    np.testing.assert_allclose(np.median(rays.radii) * k,
+                               np.median(jax.device_get(batch["rays"]).radii), rtol=0.05)
+    images = np.asarray(run.scene.images)[..., :3]
+    for img, colour in zip(rays.cam_idx[:, 0], rgb, strict=True):
+        assert np.any(np.all(images[img] == colour, axis=-1))
+    key = parallel.replicate(jax.random.PRNGKey(0), mesh)
+    # The colour term reads them: other colours give another loss (the step donates its state).
+    flipped = dict(batch, colour_rgb=1.0 - batch["colour_rgb"])
+    copy = jax.tree.map(jnp.copy, run.state)
+    assert float(run.step(copy, flipped, key)[1]["colour"]) != pytest.approx(
+        float(run.step(jax.tree.map(jnp.copy, run.state), batch, key)[1]["colour"]))
+    state, losses = run.state, []
+    for _ in range(30):
+        state, stats = run.step(state, batch, key)
+        losses.append(float(stats["colour"]))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
 def test_latent_patches_must_be_whole_latent_pixels(synthetic_dir):
     config = _config(synthetic_dir, *TINY_FIELDS["mlp"], *TINY_SAMPLERS["proposal"], *HEAD,
                      "Config.patch_size = 6", "Config.batch_size = 72")
