@@ -118,7 +118,7 @@ class LatentTraining(PhasePlan):
         if self.autoencoder_end > 0:
             out.append(Phase(AUTOENCODER, 0.0, renders=False, trains=(HEAD, ENCODER)))
         out.append(Phase(JOINT, self.autoencoder_end if out else 0.0,
-                         coarse_rays=self.joint_rays > 0 or self.colour_rays > 0))
+                         coarse_rays=self.ray_batch() > 0 or self.colour_ray_batch() > 0))
         if self.decoder_start < 1:
             out.append(Phase(FINE_TUNE, self.decoder_start, trains=(HEAD,)))
         return tuple(out)
